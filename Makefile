@@ -1,0 +1,42 @@
+# drivenb: `make repro` runs the study, `make test` runs every test. Both build the environment first.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+STAMP := $(VENV)/.drivenb-env
+export PATH := $(BIN):$(PATH)
+export PYTHONUNBUFFERED := 1
+
+.PHONY: env repro test export readme clean-runs lab
+
+$(STAMP): requirements.lock setup.py settings.ini
+	@echo "== creating $(VENV) from requirements.lock (torch CUDA build, runs on CPU too; a few minutes the first time)"
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements.lock
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+env: $(STAMP)
+
+## the study: pull the embedded dataset from the in-repo DVC remote, run the pipeline, show metrics
+repro: env
+	dvc pull -q
+	dvc repro
+	dvc metrics show
+
+## every test: the notebooks (nbdev_test), the library export check, then tests/ (pytest)
+test: env
+	nbdev_export
+	@git diff --quiet -- drivenb 2>/dev/null || { echo "drivenb/ differs from what nbs/ export: edit the notebooks and run make export"; git --no-pager diff --stat -- drivenb; exit 1; }
+	nbdev_test --n_workers 2
+	python -m pytest -q tests
+
+export: env
+	nbdev_export
+
+readme: env
+	jupyter nbconvert --to markdown --log-level=WARN nbs/index.ipynb --output-dir . --output README
+
+lab: env
+	jupyter lab
