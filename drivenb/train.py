@@ -7,7 +7,7 @@ __all__ = ['CKPT_KEYS', 'dist_info', 'setup_distributed', 'seed_everything', 'Re
            'to_device', 'forward_batch', 'validate', 'save_checkpoint', 'load_checkpoint', 'params_diff', 'train',
            'parse_sets', 'main']
 
-# %% ../nbs/60_train.ipynb #25000210
+# %% ../nbs/60_train.ipynb #aa431012
 import os, json, math, time, random, copy
 from pathlib import Path
 import numpy as np
@@ -20,7 +20,7 @@ from .data import FrameDataset
 from .metrics import IoUMeter
 from .convert import atomic_write, atomic_write_json
 
-# %% ../nbs/60_train.ipynb #b4a419e7
+# %% ../nbs/60_train.ipynb #f1d7e438
 def dist_info()->tuple:
     "(rank, local_rank, world_size) from torchrun's environment, (0, 0, 1) without it."
     return int(os.environ.get('RANK', 0)), int(os.environ.get('LOCAL_RANK', 0)), int(os.environ.get('WORLD_SIZE', 1))
@@ -40,7 +40,7 @@ def seed_everything(seed:int):
     "Seed python, numpy and torch (all devices)."
     random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed)
 
-# %% ../nbs/60_train.ipynb #f1b59277
+# %% ../nbs/60_train.ipynb #91748658
 class ResumableSampler(DistributedSampler):
     "`DistributedSampler` (shuffle, drop_last) whose current epoch starts at index `start` of this rank's shard."
     def __init__(self, dataset, num_replicas:int, rank:int, seed:int):
@@ -59,12 +59,12 @@ def _batches(loader, sampler, per_epoch:int, consumed:int):
         for b in loader: yield b
         epoch, pos = epoch + 1, 0
 
-# %% ../nbs/60_train.ipynb #f0825616
+# %% ../nbs/60_train.ipynb #ba02f8b7
 def build_model(p:dict, grid):
     "The `Segnet` described by the params' `model` section on `grid`."
     from drivenb.model import Segnet
     m = p['model']
-    return Segnet(grid, encoder=m['encoder'], latent_dim=m['latent_dim'], use_radar=m['use_radar'],
+    return Segnet(grid, encoder=m['encoder'], latent_dim=m['latent_dim'], neck_channels=m['neck_channels'], use_radar=m['use_radar'],
                   sampling=m['sampling'], weights=m['weights'], rand_flip=m['rand_flip'])
 
 def make_schedule(opt, t:dict):
@@ -86,7 +86,7 @@ def forward_batch(model, batch:dict, use_radar:bool)->dict:
     "Run the model on a batch dict from `FrameDataset` (shapes there)."
     return model(batch['images'], batch['pix_T_cams'], batch['cams_T_ref'], batch['radar_occ'] if use_radar else None)
 
-# %% ../nbs/60_train.ipynb #99c76451
+# %% ../nbs/60_train.ipynb #349c6668
 @torch.no_grad()
 def validate(model, ds, device, use_radar:bool, batch_size:int=2, amp:bool=False, bands=((0, 20), (20, 35), (35, 50)),
              rank:int=0, world:int=1, progress:bool=False)->tuple:
@@ -106,7 +106,7 @@ def validate(model, ds, device, use_radar:bool, batch_size:int=2, amp:bool=False
     model.train(was)
     return meter.compute(), meter
 
-# %% ../nbs/60_train.ipynb #3faa1fd1
+# %% ../nbs/60_train.ipynb #7b2cbb40
 CKPT_KEYS = ('data', 'grid', 'convert', 'model', 'train')   # params sections a checkpoint must agree with to resume
 
 def save_checkpoint(path, model, opt, sched, step:int, params:dict, extra:dict|None=None):
@@ -134,7 +134,7 @@ def params_diff(a:dict, b:dict, sections=CKPT_KEYS, ignore=('train.iters', 'trai
             if f'{s}.{k}' not in ignore and a.get(s, {}).get(k) != b.get(s, {}).get(k): out.append(f'{s}.{k}')
     return out
 
-# %% ../nbs/60_train.ipynb #bcf9758f
+# %% ../nbs/60_train.ipynb #a2a904d9
 def train(
     params='params.yaml',        # params file or dict (see `drivenb.config.DEFAULTS`)
     overrides:dict|None=None,    # nested overrides (tests, papermill)
@@ -235,7 +235,7 @@ def train(
     if world > 1: dist.barrier(); dist.destroy_process_group()
     return summary
 
-# %% ../nbs/60_train.ipynb #4c34f3c4
+# %% ../nbs/60_train.ipynb #185f5fc0
 def parse_sets(sets)->dict:
     "Nested overrides from `['train.iters=10', 'model.encoder=resnet50']` (values parsed as YAML)."
     import yaml
