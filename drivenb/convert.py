@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['atomic_write', 'atomic_write_json', 'load_image', 'convert_keyframe', 'save_frame', 'split_scenes', 'convert', 'main']
 
-# %% ../nbs/30_convert.ipynb #d442b164
+# %% ../nbs/30_convert.ipynb #9daeff74
 import os, json, time, hashlib, multiprocessing as mp
 from pathlib import Path
 import numpy as np
@@ -15,7 +15,7 @@ from .geometry import VoxelGrid, scale_intrinsics
 from .nusc import (Keyframe, CAMERAS, RADARS, RADAR_FIELDS, open_nuscenes, load_keyframe, sample_data_paths)
 from .targets import bev_targets
 
-# %% ../nbs/30_convert.ipynb #06910c2e
+# %% ../nbs/30_convert.ipynb #088ee173
 def atomic_write(path, write_fn, mode:str='wb'):
     "Call `write_fn(f)` on a temporary file beside `path`, then rename it to `path` (atomic); the temp file is removed on error."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
@@ -32,7 +32,7 @@ def atomic_write_json(path, obj):
     "Write `obj` as indented JSON to `path` atomically."
     return atomic_write(path, lambda f: f.write(json.dumps(obj, indent=2, sort_keys=True) + "\n"), mode='w')
 
-# %% ../nbs/30_convert.ipynb #d5eeaaec
+# %% ../nbs/30_convert.ipynb #b83217d8
 def load_image(path, size_hw)->np.ndarray:
     "Decode an image and resize it to (H, W) -> (H, W, 3) uint8; raises `ValueError` naming a corrupt or unreadable file."
     try:
@@ -65,7 +65,7 @@ def save_frame(path, arrays:dict):
     "Write a converted frame as an uncompressed `.npz`, atomically."
     return atomic_write(path, lambda f: np.savez(f, **arrays))
 
-# %% ../nbs/30_convert.ipynb #ab73abf0
+# %% ../nbs/30_convert.ipynb #609a5445
 def split_scenes(
     scene_names:list,   # every scene name in the database
     version:str,        # database version
@@ -90,7 +90,7 @@ def split_scenes(
         if not v: raise ValueError(f"the {k} split is empty ({len(names)} scenes in the database, val_scenes={val_scenes!r})")
     return out
 
-# %% ../nbs/30_convert.ipynb #e3d1985c
+# %% ../nbs/30_convert.ipynb #0b2f4725
 _NUSC = None   # the database shared with forked workers
 
 def _work(args):
@@ -167,7 +167,7 @@ def convert(
     atomic_write_json(out / 'meta.json', meta)
     return meta
 
-# %% ../nbs/30_convert.ipynb #80761763
+# %% ../nbs/30_convert.ipynb #71c1eb47
 from fastcore.script import call_parse, Param, store_true
 
 @call_parse

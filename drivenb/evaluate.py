@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['show_bev', 'plot_frame', 'save_figure', 'evaluate', 'main']
 
-# %% ../nbs/70_evaluate.ipynb #c554fb2f
+# %% ../nbs/70_evaluate.ipynb #ef32dbda
 import json, time
 from pathlib import Path
 import numpy as np
@@ -19,10 +19,11 @@ from .nusc import CAMERAS
 from .train import build_model, load_checkpoint, validate, to_device, forward_batch
 from .convert import atomic_write, atomic_write_json
 
-# %% ../nbs/70_evaluate.ipynb #b92854d9
+# %% ../nbs/70_evaluate.ipynb #fbecabc0
 def show_bev(ax, bev, grid:VoxelGrid, title:str='', cmap='viridis', vmin=0, vmax=1, ego:bool=True):
     "Draw a (F, L) BEV array on `ax` in metres, forward up, left on the left."
     ax.imshow(np.asarray(bev), origin='lower', extent=grid.bev_extent, cmap=cmap, vmin=vmin, vmax=vmax, interpolation='nearest')
+    if grid.bev_mirrored: ax.invert_xaxis()          # lateral axis = ego y (left): put the ego's left on the left
     if ego: ax.plot(0, 0, marker='^', color='w', ms=5, mec='k')
     ax.set_title(title, fontsize=8); ax.tick_params(labelsize=6)
     return ax
@@ -49,7 +50,7 @@ def plot_frame(
     fig.suptitle(title, fontsize=9); fig.tight_layout()
     return fig
 
-# %% ../nbs/70_evaluate.ipynb #1a6f265d
+# %% ../nbs/70_evaluate.ipynb #c2bdb4f4
 def save_figure(fig, path):
     "Save a matplotlib figure as PNG atomically and close it."
     atomic_write(path, lambda f: fig.savefig(f, format='png', dpi=90)); plt.close(fig)
@@ -89,7 +90,7 @@ def evaluate(
     atomic_write_json(out / 'metrics.json', res)
     return res
 
-# %% ../nbs/70_evaluate.ipynb #e64b6432
+# %% ../nbs/70_evaluate.ipynb #6c957098
 from fastcore.script import call_parse, Param
 
 @call_parse
