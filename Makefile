@@ -25,8 +25,9 @@ repro: env
 	dvc repro
 	dvc metrics show
 
-## every test: the notebooks (nbdev_test), the library export check, then tests/ (pytest)
+## every test: the library export check, the notebooks (nbdev_test), then tests/ (pytest) incl. the embedded data
 test: env
+	dvc pull -q data.dvc
 	nbdev_export
 	@git diff --quiet -- drivenb 2>/dev/null || { echo "drivenb/ differs from what nbs/ export: edit the notebooks and run make export"; git --no-pager diff --stat -- drivenb; exit 1; }
 	nbdev_test --n_workers 2

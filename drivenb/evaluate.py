@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['show_bev', 'plot_frame', 'save_figure', 'evaluate', 'main']
 
-# %% ../nbs/70_evaluate.ipynb #ef32dbda
+# %% ../nbs/70_evaluate.ipynb #b7710a6d
 import json, time
 from pathlib import Path
 import numpy as np
@@ -19,7 +19,7 @@ from .nusc import CAMERAS
 from .train import build_model, load_checkpoint, validate, to_device, forward_batch
 from .convert import atomic_write, atomic_write_json
 
-# %% ../nbs/70_evaluate.ipynb #fbecabc0
+# %% ../nbs/70_evaluate.ipynb #294c5f32
 def show_bev(ax, bev, grid:VoxelGrid, title:str='', cmap='viridis', vmin=0, vmax=1, ego:bool=True):
     "Draw a (F, L) BEV array on `ax` in metres, forward up, left on the left."
     ax.imshow(np.asarray(bev), origin='lower', extent=grid.bev_extent, cmap=cmap, vmin=vmin, vmax=vmax, interpolation='nearest')
@@ -50,7 +50,7 @@ def plot_frame(
     fig.suptitle(title, fontsize=9); fig.tight_layout()
     return fig
 
-# %% ../nbs/70_evaluate.ipynb #c2bdb4f4
+# %% ../nbs/70_evaluate.ipynb #84a2367d
 def save_figure(fig, path):
     "Save a matplotlib figure as PNG atomically and close it."
     atomic_write(path, lambda f: fig.savefig(f, format='png', dpi=90)); plt.close(fig)
@@ -90,7 +90,7 @@ def evaluate(
     atomic_write_json(out / 'metrics.json', res)
     return res
 
-# %% ../nbs/70_evaluate.ipynb #6c957098
+# %% ../nbs/70_evaluate.ipynb #dc5bf01f
 from fastcore.script import call_parse, Param
 
 @call_parse
