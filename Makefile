@@ -21,7 +21,7 @@ env: $(STAMP)
 
 ## the study: pull the embedded dataset from the in-repo DVC remote, run the pipeline, show metrics
 repro: env
-	dvc pull -q
+	dvc pull -q data.dvc
 	dvc repro
 	dvc metrics show
 
