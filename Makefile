@@ -7,7 +7,7 @@ STAMP := $(VENV)/.drivenb-env
 export PATH := $(BIN):$(PATH)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: env repro test export readme clean-runs lab
+.PHONY: env repro test export readme clean-runs lab bench
 
 $(STAMP): requirements.lock setup.py settings.ini
 	@echo "== creating $(VENV) from requirements.lock (torch CUDA build, runs on CPU too; a few minutes the first time)"
@@ -41,3 +41,7 @@ readme: env
 
 lab: env
 	jupyter lab
+
+## costs on this machine beside the official Simple-BEV's: writes docs/benchmarks.md (about 6 min; run it on a quiet machine)
+bench: env
+	python benchmarks/run.py
