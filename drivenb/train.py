@@ -9,7 +9,7 @@ __all__ = ['CKPT_KEYS', 'RESUME_IGNORE', 'dist_info', 'setup_distributed', 'seed
            'save_checkpoint', 'load_checkpoint', 'params_diff', 'resume_diff', 'restore_live', 'check_train_params',
            'check_grid', 'train', 'parse_sets', 'main']
 
-# %% ../nbs/60_train.ipynb #2a7d97c4
+# %% ../nbs/60_train.ipynb #b39d7d7d
 import os, json, math, time, random, copy, signal, hashlib, contextlib, subprocess, functools, warnings
 from pathlib import Path
 import numpy as np
@@ -24,7 +24,7 @@ from .geometry import VoxelGrid
 from .metrics import IoUMeter
 from .convert import atomic_write, atomic_write_json
 
-# %% ../nbs/60_train.ipynb #26a5e44c
+# %% ../nbs/60_train.ipynb #e7ce876e
 def dist_info()->tuple:
     "(rank, local_rank, world_size) from torchrun's environment, (0, 0, 1) without it."
     return int(os.environ.get('RANK', 0)), int(os.environ.get('LOCAL_RANK', 0)), int(os.environ.get('WORLD_SIZE', 1))
@@ -45,7 +45,7 @@ def seed_everything(seed:int):
     "Seed python, numpy and torch (all devices)."
     random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed)
 
-# %% ../nbs/60_train.ipynb #4e40c6b6
+# %% ../nbs/60_train.ipynb #4ad42852
 class AllReduceSum(torch.autograd.Function):
     "Sum a tensor over all ranks, differentiably: the gradient of each rank's input is the sum of the ranks' output gradients."
     @staticmethod
@@ -107,7 +107,7 @@ def sync_batchnorm(
         return convert_sync_batchnorm(model)
     return _to_gloo_sync(model)
 
-# %% ../nbs/60_train.ipynb #1dc2835d
+# %% ../nbs/60_train.ipynb #f216fb20
 class ResumableSampler(DistributedSampler):
     "`DistributedSampler` (shuffle, drop_last) whose current epoch starts at index `start` of this rank's shard."
     def __init__(self, dataset, num_replicas:int, rank:int, seed:int):
@@ -127,7 +127,7 @@ def _batches(loader, sampler, per_epoch:int, consumed:int, generator=None, seed:
         for b in loader: yield b
         epoch, pos = epoch + 1, 0
 
-# %% ../nbs/60_train.ipynb #cfb85f67
+# %% ../nbs/60_train.ipynb #6785d99b
 def build_model(p:dict, grid):
     "The `Segnet` described by the params' `model` section on `grid`."
     from drivenb.model import Segnet
@@ -162,7 +162,7 @@ class LossStep(nn.Module):
     def forward(self, batch:dict)->tuple:
         return self.net.loss(forward_batch(self.net, batch, self.use_radar), batch, distributed=self.distributed)
 
-# %% ../nbs/60_train.ipynb #789d7db9
+# %% ../nbs/60_train.ipynb #70083e95
 @torch.no_grad()
 def validate(model, ds, device, use_radar:bool, batch_size:int=2, amp:bool=False, bands=((0, 20), (20, 35), (35, 50)),
              rank:int=0, world:int=1, progress:bool=False)->tuple:
@@ -183,7 +183,7 @@ def validate(model, ds, device, use_radar:bool, batch_size:int=2, amp:bool=False
     model.train(was)
     return meter.compute(), meter
 
-# %% ../nbs/60_train.ipynb #5731c1f8
+# %% ../nbs/60_train.ipynb #94d632d1
 CKPT_KEYS = ('data', 'grid', 'convert', 'model', 'train')   # params sections a checkpoint must agree with to resume
 RESUME_IGNORE = ('train.iters', 'train.val_every', 'train.log_every', 'train.ckpt_every', 'train.workers', 'train.out',
                  'train.max_bad_steps', 'train.nproc_per_node', 'train.device',   # may change between a run and its resume
@@ -261,7 +261,7 @@ def resume_diff(ck:dict, params:dict, data_ver:str|None)->list:
         diff.append(f"data version (frames hash {ck['data_version']} -> {data_ver})")
     return diff
 
-# %% ../nbs/60_train.ipynb #58ea46f6
+# %% ../nbs/60_train.ipynb #0e718e07
 def _live_cls():
     from dvclive import Live
     class AtomicLive(Live):
@@ -292,7 +292,7 @@ def restore_live(
     if summary is not None: atomic_write_json(live_dir / 'metrics.json', summary)
     return dropped
 
-# %% ../nbs/60_train.ipynb #42450fbc
+# %% ../nbs/60_train.ipynb #d78c1c03
 def check_train_params(t:dict):
     "Raise `ValueError` naming the first `train.*` key out of range."
     for k, lo in dict(iters=1, batch_size=1, grad_acc=1, val_every=1, log_every=1, ckpt_every=0, max_bad_steps=0, workers=0, seed=0).items():
@@ -311,7 +311,7 @@ def check_grid(params_grid:dict, frames_grid:VoxelGrid, frames):
         raise ValueError(f"params grid (bounds {g.bounds}, shape {g.shape}) is not the grid of the frames in {frames} "
                          f"(bounds {frames_grid.bounds}, shape {frames_grid.shape}): reconvert (drivenb-convert) or fix params grid")
 
-# %% ../nbs/60_train.ipynb #8ea642f5
+# %% ../nbs/60_train.ipynb #4fbf4e88
 def _gather_rng(world:int)->list:
     "Every rank's `rng_state()`, in rank order (all ranks must call)."
     s = rng_state()
@@ -341,7 +341,7 @@ def train(
     core = build_model(p, tr_ds.grid).to(device)             # the Segnet (checkpoints hold its state dict)
     model = LossStep(core, mp['use_radar'], distributed=world > 1)
     if world > 1:
-        import warnings   # timm's 1x1 downsample convs get channels-last-strided grads on CPU: harmless, but DDP warns every step
+        # timm's 1x1 downsample convs get channels-last-strided grads on CPU: harmless, but DDP warns every step
         warnings.filterwarnings('ignore', message='Grad strides do not match bucket view strides')
         model = sync_batchnorm(model, device)                 # converts in place: `core` is still model.net
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == 'cuda' else None,
@@ -453,7 +453,7 @@ def train(
     if dist.is_initialized(): dist.barrier(); dist.destroy_process_group()
     return summary
 
-# %% ../nbs/60_train.ipynb #099fbea7
+# %% ../nbs/60_train.ipynb #e20897ac
 def parse_sets(sets)->dict:
     "Nested overrides from `['train.iters=10', 'model.encoder=resnet50']` (values parsed as YAML)."
     import yaml
