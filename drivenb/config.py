@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 
 # %% auto #0
-__all__ = ['DEFAULTS', 'BEV_MIN_CELLS', 'check_grid', 'load_params', 'cli_run']
+__all__ = ['DEFAULTS', 'BEV_MIN_CELLS', 'check_grid', 'load_params', 'project_root', 'cli_run']
 
 # %% ../nbs/05_config.ipynb #cdfdd8c1
 DEFAULTS = {
@@ -37,6 +37,7 @@ DEFAULTS = {
         'neck_channels': 512,                # image neck width (Simple-BEV: 512)
         'use_radar': False,
         'sampling': 'simplebev',             # 'simplebev' | 'pixel_centre'
+        'image_size': None,                  # encoder input [H, W], pixels: frames are resized and intrinsics scaled; None: as stored
         'rand_flip': True,                   # Simple-BEV's random image and BEV flips while training
         'weights': None,                     # optional local encoder weights file (no downloads)
     },
@@ -67,6 +68,16 @@ DEFAULTS = {
         'out': 'reports/eval',
         'batch_size': 2,
     },
+    'ablation': {                            # encoder / sensor ablation: nbs/ablations/bev_variant.ipynb per variant (dvc stage `ablate`)
+        'iters': 120,                        # optimizer steps, the same for every variant (a fair comparison)
+        'batch_size': 2,
+        'lr': 3e-3,
+        'seed': 0,
+        'image_height': 448,                 # encoder input size, pixels (frames are resized, intrinsics scaled)
+        'image_width': 800,
+        'nproc': 1,                          # training processes per variant (CPU: gloo ranks; GPU: one per GPU)
+        'variants': {},                      # name -> {encoder: timm model name, sensors: 'camera' | 'camera+radar'}
+    },
 }
 "Every key the study knows, with the paper's values where a key has one (`params.yaml` overrides them)."
 
@@ -80,7 +91,7 @@ def _check(over:dict, base:dict, path:str, src:str):
             raise KeyError(f"{src}: unknown params key '{where}'{hint}")
         if isinstance(base[k], dict):
             if not isinstance(v, dict): raise TypeError(f"{src}: params '{where}' must be a mapping, got {v!r}")
-            _check(v, base[k], where, src)
+            if base[k]: _check(v, base[k], where, src)     # an empty default mapping (ablation.variants) is free-form
         elif base[k] is not None and v is not None:
             ok = isinstance(v, (int, float)) if isinstance(base[k], (int, float)) and not isinstance(base[k], bool) else \
                  isinstance(v, type(base[k])) or (isinstance(base[k], str) and isinstance(v, list))
@@ -126,6 +137,17 @@ def load_params(
         _check(overrides, DEFAULTS, '', 'overrides'); out = _merge(out, overrides)
     check_grid(out['grid'], src)
     return out
+
+def project_root(
+    start:str|Path|None=None,  # where to start looking (default: the working directory)
+)->Path:                       # the nearest folder, `start` or above, holding both params.yaml and dvc.yaml
+    "The study's root folder, so notebooks find `params.yaml` whether Jupyter, papermill or nbdev_test runs them: `start` or above, else the checkout drivenb is installed from (editable, as `make env` does); raises `FileNotFoundError`."
+    here = Path(start or Path.cwd()).resolve()
+    import drivenb
+    pkg = Path(drivenb.__file__).resolve().parents[1] if start is None else None
+    for d in (here, *here.parents, *([pkg] if pkg else [])):
+        if (d / 'params.yaml').is_file() and (d / 'dvc.yaml').is_file(): return d
+    raise FileNotFoundError(f"no folder with params.yaml and dvc.yaml at or above {here}: run from inside a drivenb clone")
 
 # %% ../nbs/05_config.ipynb #eca44282
 def cli_run(fn, *args, **kwargs):

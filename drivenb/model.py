@@ -12,7 +12,7 @@ import torch.nn.functional as F
 import timm
 import torchvision
 from torch.utils.checkpoint import checkpoint
-from .geometry import VoxelGrid
+from .geometry import VoxelGrid, scale_intrinsics
 from .lifting import lift_cameras, fold_vertical, SAMPLINGS
 
 # %% auto #0
@@ -207,8 +207,12 @@ class Segnet(nn.Module):
                  neck_channels:int=512,       # image-neck width (official 512; its EfficientNet encoders use 128)
                  sampling:str='simplebev',    # lifting sampling, see 45_lifting ('simplebev' or 'pixel_centre')
                  rand_flip:bool=False,        # Simple-BEV's random image/BEV flips in training mode
-                 recompute:tuple=(4, 8)):     # encoder stages (by feature stride) recomputed in the backward to save memory; () = none
+                 recompute:tuple=(4, 8),      # encoder stages (by feature stride) recomputed in the backward to save memory; () = none
+                 image_size:tuple|None=None): # encoder input (H, W) pixels; other sizes are resized and `pix_T_cams` scaled (None: as given)
         super().__init__()
+        if image_size is not None and (len(image_size) != 2 or min(image_size) < 8):
+            raise ValueError(f"image_size must be (H, W) of at least 8 pixels or None, got {image_size!r}")
+        self.image_size = None if image_size is None else (int(image_size[0]), int(image_size[1]))
         if use_metaradar and not use_radar: raise ValueError("use_metaradar=True needs use_radar=True (as Simple-BEV)")
         if sampling not in SAMPLINGS: raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
         self.grid, self.latent_dim, self.sampling, self.rand_flip = grid, latent_dim, sampling, rand_flip
@@ -251,7 +255,12 @@ class Segnet(nn.Module):
         if radar_occ is not None and not self.use_radar:
             raise ValueError("radar_occ given but this Segnet has use_radar=False")
         B, S, _, H, W = images.shape
-        x = (images.reshape(B * S, 3, H, W) - self.mean) / self.std          # B,S,3,H,W -> B*S,3,H,W
+        x = images.reshape(B * S, 3, H, W)                                     # B,S,3,H,W -> B*S,3,H,W
+        if self.image_size is not None and (H, W) != self.image_size:         # Simple-BEV resizes, then scales the intrinsics
+            x = F.interpolate(x, size=self.image_size, mode='bilinear', align_corners=False, antialias=True)
+            pix_T_cams = scale_intrinsics(pix_T_cams, self.image_size[1] / W, self.image_size[0] / H)
+            H, W = self.image_size
+        x = (x - self.mean) / self.std
         flip = self.rand_flip and self.training
         if flip:
             img_flips = (torch.rand(B * S) < 0.5).tolist()

@@ -132,8 +132,11 @@ def build_model(p:dict, grid):
     "The `Segnet` described by the params' `model` section on `grid`."
     from drivenb.model import Segnet
     m = p['model']
+    size = m.get('image_size')            # checkpoints written before this key existed have none
+    if size is not None and not (isinstance(size, (list, tuple)) and len(size) == 2 and all(isinstance(v, int) and v >= 8 for v in size)):
+        raise ValueError(f"params model.image_size must be [H, W] whole pixels >= 8, or null for the stored size; got {size!r}")
     return Segnet(grid, encoder=m['encoder'], latent_dim=m['latent_dim'], neck_channels=m['neck_channels'], use_radar=m['use_radar'],
-                  sampling=m['sampling'], weights=m['weights'], rand_flip=m['rand_flip'])
+                  sampling=m['sampling'], weights=m['weights'], rand_flip=m['rand_flip'], image_size=size)
 
 def make_schedule(opt, t:dict):
     "One-cycle (as Simple-BEV: linear anneal, `pct_start=warmup`, no momentum cycling) or linear warmup + cosine."
