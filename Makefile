@@ -19,11 +19,12 @@ $(STAMP): requirements.lock setup.py settings.ini
 
 env: $(STAMP)
 
-## the study: pull the embedded dataset from the in-repo DVC remote, run the pipeline, show metrics
+## the study: pull the embedded dataset from the in-repo DVC remote, run the pipeline (main model, then the ablation), show metrics
 repro: env
 	dvc pull -q data.dvc
 	dvc repro
-	dvc metrics show
+	dvc metrics show reports/eval/metrics.json runs/train/summary.json
+	@sed -n '/^| rank/,/^$$/p' reports/ablation.md
 
 ## every test: the library export check, the notebooks (nbdev_test), then tests/ (pytest) incl. the embedded data
 test: env

@@ -69,9 +69,9 @@ DEFAULTS = {
         'batch_size': 2,
     },
     'ablation': {                            # encoder / sensor ablation: nbs/ablations/bev_variant.ipynb per variant (dvc stage `ablate`)
-        'iters': 120,                        # optimizer steps, the same for every variant (a fair comparison)
-        'batch_size': 2,
-        'lr': 3e-3,
+        'iters': 25000,                      # optimizer steps, the same for every variant (a fair comparison)
+        'batch_size': 8,
+        'lr': 3e-4,
         'seed': 0,
         'image_height': 448,                 # encoder input size, pixels (frames are resized, intrinsics scaled)
         'image_width': 800,
