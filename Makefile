@@ -7,7 +7,7 @@ STAMP := $(VENV)/.drivenb-env
 export PATH := $(BIN):$(PATH)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: env repro test export readme clean-runs lab bench
+.PHONY: env repro test lint hooks export readme clean-runs lab bench imports
 
 $(STAMP): requirements.lock setup.py settings.ini
 	@echo "== creating $(VENV) from requirements.lock (torch CUDA build, runs on CPU too; a few minutes the first time)"
@@ -26,16 +26,27 @@ repro: env
 	dvc metrics show reports/eval/metrics.json runs/train/summary.json
 	@sed -n '/^| rank/,/^$$/p' reports/ablation.md
 
-## every test: the library export check, the notebooks (nbdev_test), then tests/ (pytest) incl. the embedded data
-test: env
+## every test: lint (export check, clean notebooks, ruff, import layout), the notebooks (nbdev_test), then tests/ (pytest) incl. the embedded data
+test: env lint
 	dvc pull -q data.dvc
-	nbdev_export
-	@git diff --quiet -- drivenb 2>/dev/null || { echo "drivenb/ differs from what nbs/ export: edit the notebooks and run make export"; git --no-pager diff --stat -- drivenb; exit 1; }
 	nbdev_test --n_workers 2
 	python -m pytest -q tests
 
 export: env
 	nbdev_export
+
+## the source is clean: notebooks as nbdev_clean leaves them, drivenb/ what they export, no pyflakes finding, no forbidden import edge
+lint: env
+	nbdev_export
+	@git diff --quiet -- drivenb 2>/dev/null || { echo "drivenb/ differs from what nbs/ export: edit the notebooks and run make export"; git --no-pager diff --stat -- drivenb; exit 1; }
+	nbdev_clean
+	@git diff --quiet -- nbs 2>/dev/null || { echo "nbdev_clean changed nbs/: commit the cleaned notebooks (make hooks does it on every commit)"; git --no-pager diff --stat -- nbs; exit 1; }
+	ruff check nbs tests scripts benchmarks
+	python scripts/import_graph.py --check
+
+## a git pre-commit hook that cleans and exports the notebooks and lints (scripts/git-hooks/pre-commit)
+hooks:
+	git config core.hooksPath scripts/git-hooks
 
 readme: env
 	jupyter nbconvert --to markdown --log-level=WARN nbs/index.ipynb --output-dir . --output README
@@ -46,3 +57,8 @@ lab: env
 ## costs on this machine beside the official Simple-BEV's: writes docs/benchmarks.md (about 6 min; run it on a quiet machine)
 bench: env
 	python benchmarks/run.py
+
+## which drivenb module imports which (`--check` fails on an edge the layout forbids)
+imports: env
+	python scripts/import_graph.py
+	python scripts/import_graph.py --check

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Costs of drivenb's Simple-BEV on this machine, beside the official release's (/work/shared/reference-figures.md).
+"""Costs of drivenb's Simple-BEV on this machine, beside the official release's (../shared/reference-figures.md from the repository root).
 
 Measures, each configuration in a fresh subprocess with `--threads` torch threads (2 by default):
 - the train step (forward + seg/center/offset loss + backward + grad clip 5 + AdamW, batch 1, 6 cameras),
@@ -28,9 +28,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 GIB = 2**30
+REFERENCE_DOC = '../shared/reference-figures.md'   # relative to the repository root: no path of one machine in the report
 
 # Official Simple-BEV (commit be46f0e) on 2 CPU cores, torch 2.14, 2 threads, batch 1, 6 cameras, 200x8x200:
-# /work/shared/reference-figures.md. Keys: (encoder, radar).
+# `REFERENCE_DOC`. Keys: (encoder, radar).
 REFERENCE = {
     ('resnet101', False): dict(params=42_048_711, train_s=18.6, forward_s=6.7, train_gib=6.17, forward_gib=4.20),
     ('resnet101', True): dict(params=42_049_863, train_s=19.6, forward_s=6.7, train_gib=6.26, forward_gib=4.20),
@@ -66,7 +67,7 @@ def _rss_gib()->float: return int(Path('/proc/self/statm').read_text().split()[1
 def _rig(size):
     "(1, 6, 3, 3) intrinsics at `size` (H, W) and (1, 6, 4, 4) cams_T_ego of the synthetic nuScenes rig, float32."
     import numpy as np, torch
-    from drivenb.synth import sensor_rig
+    from drivenb.synth.rig import sensor_rig
     from drivenb.nusc import CAMERAS
     from drivenb.geometry import invert_T
     rig = sensor_rig(size[1], size[0])
@@ -89,7 +90,7 @@ def _timed(fn, warmup:int, steps:int)->list:
 def bench_model(c:dict)->dict:
     "Train step or no_grad forward of a Segnet: median seconds, params, peak RSS (GiB) of this process."
     import torch
-    from drivenb.model import Segnet
+    from drivenb.bev.model import Segnet
     K, T = _rig(c['size'])
     F, _, L = c['grid']
     torch.manual_seed(0)
@@ -119,7 +120,7 @@ def bench_model(c:dict)->dict:
 def bench_lifting(c:dict)->dict:
     "Lifting alone, forward (no_grad) or forward + backward: median seconds and the rise of peak RSS over the RSS before it."
     import torch
-    from drivenb.lifting import lift_cameras, lift_cameras_reference, fold_vertical
+    from drivenb.bev.lifting import lift_cameras, lift_cameras_reference, fold_vertical
     K, T = _rig(c['size'])
     grid = _grid(c['grid'])
     fn = lift_cameras if c['formulation'] == 'lean' else lift_cameras_reference
@@ -139,10 +140,10 @@ def bench_lifting(c:dict)->dict:
 
 def bench_convert(c:dict)->dict:
     "Convert `frames` keyframes (one process) into `c['out']`; frames/s includes opening the dataset tables."
-    from drivenb.convert import convert
+    from drivenb.bev.convert import convert
     src, version = ROOT / 'data' / 'nuscenes-synth', 'v1.0-synth'
     if c['quick'] or not (src / version / 'sample.json').is_file():
-        from drivenb.synth import generate
+        from drivenb.synth.writers import generate
         src = Path(c['out']).parent / 'raw'
         generate(src, n_scenes=2, n_keyframes=max(2, c['frames'] // 2), seed=1, width=128 if c['quick'] else 256,
                  height=72 if c['quick'] else 144, progress=False)
@@ -157,7 +158,7 @@ def bench_loader(c:dict)->dict:
     "Read `frames` converted frames through FrameDataset + DataLoader (batch 1, in-process); frames/s after a 2-frame warm-up."
     import torch
     from torch.utils.data import DataLoader, Subset
-    from drivenb.data import FrameDataset
+    from drivenb.bev.data import FrameDataset
     ds = None
     for split in ('train', 'val'):
         try: ds = FrameDataset(c['root'], split); break
@@ -199,7 +200,7 @@ def run_fresh(c:dict, threads:int, timeout:int=900)->dict:
 def param_rows()->list:
     "Parameter counts per part of Segnet on the 200x8x200 grid, latent 128 (built on the meta device), with the official totals."
     import torch
-    from drivenb.model import Segnet
+    from drivenb.bev.model import Segnet
     count = lambda m: sum(p.numel() for p in m.parameters())
     rows = []
     for name, kw in [('resnet18', {}), ('resnet50', {}), ('resnet101', {}), ('resnet101, radar', dict(use_radar=True)),
@@ -211,13 +212,17 @@ def param_rows()->list:
 
 def _ratio(ours, ref): return None if ref is None or ours is None else ours / ref
 
-def _cell(ours, ref=None, fmt='{:.2f}', target=None)->str:
+def _num(v:float|None)->str:
+    "Two decimals, or two significant digits below 0.1, so that a positive figure never prints as 0.00 (`--quick` sizes)."
+    return '—' if v is None else f'{v:.2f}' if v == 0 or abs(v) >= 0.1 else f'{v:.2g}'
+
+def _cell(ours, ref=None, target=None)->str:
     "`ours` or `ours / ref = ratio x` with a verdict against `target` (a maximum ratio)."
     if ours is None: return '—'
-    if ref is None: return fmt.format(ours)
+    if ref is None: return _num(ours)
     r = ours / ref
     verdict = '' if target is None else (' ok' if r <= target else ' **missed**')
-    return f"{fmt.format(ours)} / {fmt.format(ref)} = {r:.2f}x{verdict}"
+    return f"{_num(ours)} / {_num(ref)} = {r:.2f}x{verdict}"
 
 def _machine()->str:
     cpu = next((l.split(':', 1)[1].strip() for l in Path('/proc/cpuinfo').read_text().splitlines() if l.startswith('model name')), platform.processor())
@@ -248,7 +253,7 @@ def report(res:dict, quick:bool, args, load_before, load_after, started:str, sec
           f"after: {', '.join(f'{x:.2f}' for x in load_after)} (other jobs share this machine: figures vary by up to ~1.5x "
           f"between runs, and the reference's were measured on another day). Whole run: {seconds / 60:.1f} min.", '',
           'Reference = the official Simple-BEV release (commit be46f0e) measured the same way on this kind of machine '
-          '(`/work/shared/reference-figures.md`). Each configuration runs in a fresh process: one warm-up step, then the '
+          f'(`{REFERENCE_DOC}`). Each configuration runs in a fresh process: one warm-up step, then the '
           f'median of {models[0][0]["steps"]}; peak RSS = `ru_maxrss` of that process (imports, model, warm-up included; '
           'importing torch + timm alone is about 0.8 GiB). Targets: train step at most '
           f'{TARGET_TIME}x the reference time, peak memory at most {TARGET_MEM}x the reference, the loader never the bottleneck.', '']
@@ -294,8 +299,7 @@ def report(res:dict, quick:bool, args, load_before, load_after, started:str, sec
     lget = lambda f, m: next((r for c, r in lifts if c['formulation'] == f and c['mode'] == m), {})
     for f, label in (('lean', 'lean (`lift_cameras`)'), ('reference', 'reference-style (`lift_cameras_reference`)')):
         fw, tr = lget(f, 'forward'), lget(f, 'train')
-        fmt = lambda v, d=2: '—' if v is None else f'{v:.{d}f}'
-        L.append(f"| {label} | {fmt(fw.get('seconds'))} | {fmt(tr.get('seconds'))} | {fmt(fw.get('rise_gib'))} | {fmt(tr.get('rise_gib'))} |")
+        L.append(f"| {label} | {_num(fw.get('seconds'))} | {_num(tr.get('seconds'))} | {_num(fw.get('rise_gib'))} | {_num(tr.get('rise_gib'))} |")
     if not quick:
         L.append(f"| official (reference-figures.md) | {REFERENCE_LIFT['forward_s']} | {REFERENCE_LIFT['train_s']} | "
                  f"{REFERENCE_LIFT['rise_gib']} (forward or both: not stated) | |")

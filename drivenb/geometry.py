@@ -10,7 +10,7 @@ import torch
 
 # %% auto #0
 __all__ = ['make_T', 'invert_T', 'apply_T', 'scale_intrinsics', 'pad_intrinsics', 'project_points', 'VoxelGrid', 'simplebev_grid',
-           'box_bottom_corners']
+           'box_bottom_corners', 'box_footprints']
 
 # %% ../nbs/00_geometry.ipynb #d9280224
 def make_T(R, t):
@@ -170,3 +170,10 @@ def box_bottom_corners(
     y = center[:, 1:2] + s * lx + c * wy
     z = np.broadcast_to(center[:, 2:3] - lwh[:, 2:3] / 2, x.shape)
     return np.stack([x, y, z], -1)
+
+def box_footprints(
+    boxes:list,   # nuscenes-devkit `Box`es in some reference frame
+)->np.ndarray:    # (N, 4, 3) float64 bottom-face corners, reference frame, metres, in polygon order
+    "Bottom-face corners of devkit boxes (full 3D rotation, so a tilted ego frame is handled as Simple-BEV's corner lists)."
+    if not boxes: return np.zeros((0, 4, 3))
+    return np.stack([b.bottom_corners().T for b in boxes])

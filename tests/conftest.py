@@ -1,12 +1,12 @@
 "Shared fixtures: a tiny synthetic nuScenes-format dataset and its converted frames, made once per test session."
-import os, json, shutil, subprocess, sys
+import subprocess, sys
 from pathlib import Path
 import pytest, yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
-TINY_GRID = {'bounds_x': [-50.0, 50.0], 'bounds_y': [-50.0, 50.0], 'bounds_z': [-4.5, 5.5], 'shape': [32, 2, 32]}
+from drivenb.testing import TINY_GRID, tiny_raw     # the library's tiny fixtures (nbs/20_testing.ipynb)
 
 def tiny_params(tmp: Path, dataroot: Path, **over) -> dict:
     "A params dict small enough to train a few steps in seconds on CPU."
@@ -35,15 +35,12 @@ def run_cli(*args, cwd=None, check=True, timeout=600):
 @pytest.fixture(scope='session')
 def synth_root(tmp_path_factory) -> Path:
     "2 scenes x 4 keyframes of small synthetic nuScenes-format data."
-    from drivenb.synth import generate
-    root = tmp_path_factory.mktemp('synth') / 'nuscenes-synth'
-    generate(root, n_scenes=2, n_keyframes=4, seed=1, width=128, height=72, progress=False)
-    return root
+    return tiny_raw(tmp_path_factory.mktemp('synth') / 'nuscenes-synth')
 
 @pytest.fixture(scope='session')
 def frames(tmp_path_factory, synth_root) -> Path:
     "The tiny dataset converted with `tiny_params`."
-    from drivenb.convert import convert
+    from drivenb.bev.convert import convert
     tmp = tmp_path_factory.mktemp('conv')
     p = tiny_params(tmp, synth_root)
     convert(synth_root, 'v1.0-synth', p['data']['frames'], image_size=p['convert']['image_size'], grid=p['grid'],

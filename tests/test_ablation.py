@@ -1,5 +1,5 @@
 "Ablations: the variant notebook under papermill, the summary report, and DVC's per-variant caching, on tiny frames."
-import json, shutil, subprocess, sys
+import json, shutil, subprocess
 from pathlib import Path
 import pytest, yaml
 from conftest import ROOT, BIN, tiny_params, write_params, run_cli
@@ -8,7 +8,7 @@ TINY_BUDGET = {'iters': 2, 'batch_size': 2, 'lr': 0.001, 'seed': 0, 'image_heigh
 
 def study(tmp: Path, synth_root: Path, variants: dict) -> Path:
     "A throwaway study folder: the repo's dvc.yaml, the variant notebook, tiny params naming `variants`."
-    for f in ['dvc.yaml', 'nbs/ablations/bev_variant.ipynb']:
+    for f in ['dvc.yaml', 'nbs/bev/ablations/bev_variant.ipynb']:
         (tmp / f).parent.mkdir(parents=True, exist_ok=True); shutil.copy(ROOT / f, tmp / f)
     shutil.copytree(ROOT / 'drivenb', tmp / 'drivenb', ignore=shutil.ignore_patterns('__pycache__'))
     shutil.copytree(synth_root, tmp / 'data' / 'nuscenes-synth')      # dvc.yaml's convert stage reads data/nuscenes-synth
@@ -16,9 +16,10 @@ def study(tmp: Path, synth_root: Path, variants: dict) -> Path:
     p['data']['frames'] = 'build/frames'
     p['convert']['workers'] = 0
     p['train'].pop('out'); p['evaluate'] = {'bands': [[0, 20], [20, 35], [35, 50]], 'batch_size': 2}
-    p['ablation'] = dict(TINY_BUDGET, variants=variants)
+    p['ablation'] = dict(TINY_BUDGET, variants={})
     from drivenb.config import load_params
-    write_params(tmp / 'params.yaml', load_params(p))               # complete: dvc.yaml interpolates keys of every stage
+    full = load_params(p); full['ablation']['variants'] = variants   # as written, even a bad variant (load_params would refuse it)
+    write_params(tmp / 'params.yaml', full)                          # complete: dvc.yaml interpolates keys of every stage
     return tmp
 
 def run(cmd, cwd, timeout=900):
@@ -34,9 +35,8 @@ def test_variant_notebook_and_report(tmp_path, synth_root, frames):
     shutil.copytree(frames, st / 'build' / 'frames')
     for name, sensors in [('cam', 'camera'), ('radar', 'camera+radar')]:
         out = st / 'reports' / 'ablation' / name / 'bev_variant.ipynb'; out.parent.mkdir(parents=True)
-        args = [str(BIN / 'papermill'), str(st / 'nbs/ablations/bev_variant.ipynb'), str(out), '--cwd', str(st / 'nbs'),
-                '-p', 'variant', name, '-p', 'encoder', 'resnet18', '-p', 'sensors', sensors, '--no-progress-bar']
-        for k, v in TINY_BUDGET.items(): args += ['-p', k, str(v)]
+        args = [str(BIN / 'papermill'), str(st / 'nbs/bev/ablations/bev_variant.ipynb'), str(out), '--cwd', str(st / 'nbs'),
+                '-p', 'variant', name, '--no-progress-bar']     # the variant's name: encoder, sensors, budget come from params.yaml
         run(args, st)                                  # the kernel starts in nbs/: the notebook finds the project root itself
         m = json.loads((st / 'reports' / 'ablation' / name / 'metrics.json').read_text())
         assert (m['variant'], m['sensors'], m['iters'], m['image_size']) == (name, sensors, 2, [40, 72])
@@ -61,7 +61,7 @@ def test_report_names_missing_variant(tmp_path, synth_root):
 @pytest.mark.parametrize('bad,msg', [({'x': {'encoder': 'resnet18', 'sensors': 'lidar'}}, 'sensors'),
                                      ({'a/b': {'encoder': 'resnet18', 'sensors': 'camera'}}, "'a/b'")])
 def test_bad_variant_fails_before_training(tmp_path, synth_root, frames, bad, msg):
-    from drivenb.ablate import variant_params
+    from drivenb.bev.ablate import variant_params
     st = study(tmp_path, synth_root, bad)
     (name, v), = bad.items()
     with pytest.raises(ValueError, match=msg.replace('/', '.')):

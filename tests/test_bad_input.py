@@ -127,5 +127,5 @@ def test_misspelled_key_and_bad_values(tmp_path, frames):
     r = run_cli('drivenb-train', '--params', pf, '--set', 'train.ckpt_evry=2', check=False)
     assert r.returncode == 2 and "train.ckpt_evry" in r.stdout and "did you mean 'ckpt_every'" in r.stdout
     r = run_cli('drivenb-train', '--params', pf, '--set', 'train.grad_acc=0', check=False)
-    assert r.returncode == 2 and 'train.grad_acc must be a whole number >= 1' in r.stdout
+    assert r.returncode == 2 and 'params train.grad_acc: Input should be greater than or equal to 1, got 0' in r.stdout
     assert not (tmp_path / 'run').exists()

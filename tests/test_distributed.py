@@ -16,7 +16,7 @@ setup (3 steps), the relative L2 distance between two K-step updates `w_K - w_0`
 batch norm. Hence 0.3 / 1e-2 there, and on the losses of later steps 2e-3 (total; rounding: 2e-4) and
 2e-2 (the small parts, e.g. the centre term; rounding: 3e-3).
 """
-import json, os, random, socket, subprocess, sys
+import json, os, socket, subprocess
 from pathlib import Path
 import pytest, torch
 from conftest import tiny_params, write_params, BIN
@@ -72,7 +72,7 @@ def _batch(B=4, S=2, n=16, seed=0, dtype=torch.float64) -> dict:
 
 def _net(dtype=torch.float64):
     from drivenb.geometry import VoxelGrid
-    from drivenb.model import Segnet
+    from drivenb.bev.model import Segnet
     torch.manual_seed(0)
     return Segnet(VoxelGrid(((-20, 20), (-20, 20), (0.5, 10.5)), (16, 2, 16)), encoder='resnet10t', latent_dim=8, neck_channels=16,
                   use_radar=True).to(dtype)
@@ -82,14 +82,15 @@ def _grads(m) -> dict:
 
 def _worker(rank: int, world: int, init_file: str, out_dir: str):
     import torch.distributed as dist
-    from drivenb.train import LossStep, sync_batchnorm
+    from drivenb.train import LossStep, get_task
+    from drivenb.dist import sync_batchnorm
     torch.set_num_threads(1)
     dist.init_process_group('gloo', init_method=f'file://{init_file}', rank=rank, world_size=world)
     b = _batch(); half = {k: v[rank::world] for k, v in b.items()}  # a strided shard, as DistributedSampler's
     res = {}
     for name, exact in [('exact', True), ('naive', False)]:   # naive: per-rank masked means (the negative control)
         net = _net()
-        model = torch.nn.parallel.DistributedDataParallel(sync_batchnorm(LossStep(net, True, distributed=exact), 'cpu'),
+        model = torch.nn.parallel.DistributedDataParallel(sync_batchnorm(LossStep(net, get_task('bev'), distributed=exact), 'cpu'),
                                                           find_unused_parameters=True)
         total, parts = model(half); total.backward()
         res[name] = dict(parts=parts, grads=_grads(net), running_var=net.encoder.backbone.bn1.running_var.clone())
@@ -97,10 +98,10 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str):
     dist.barrier(); dist.destroy_process_group()
 
 def test_one_step_gradients_match(tmp_path):
-    from drivenb.train import LossStep
+    from drivenb.train import LossStep, get_task
     torch.multiprocessing.spawn(_worker, args=(2, str(tmp_path / 'store'), str(tmp_path)), nprocs=2, join=True)
     ddp = torch.load(tmp_path / 'ddp.pt', weights_only=False)
-    net = _net(); total, parts = LossStep(net, True)(_batch()); total.backward()
+    net = _net(); total, parts = LossStep(net, get_task('bev'))(_batch()); total.backward()
     one = _grads(net)
     for k in ('total', 'ce', 'center', 'offset'):
         assert rel(ddp['exact']['parts'][k], parts[k]) < 1e-10, (k, ddp['exact']['parts'][k], parts[k])
@@ -123,7 +124,7 @@ def test_ddp_matches_single_process(tmp_path, frames):
     p2 = write_params(tmp_path / 'two.yaml', ddp_params(tmp_path, frames, 'two'))
     r = run_cli('torchrun', '--standalone', '--nproc_per_node=2', '--no-python', BIN / 'drivenb-train', '--params', p2, '--no_progress',
                 env=env, timeout=300)
-    assert r.stdout.count('trained 3 steps') == 1 and r.stdout.count('step 3: val IoU') == 1, r.stdout[-3000:]   # rank 0 alone reports
+    assert r.stdout.count('trained 3 steps') == 1 and r.stdout.count('step 3: val iou') == 1, r.stdout[-3000:]   # rank 0 alone reports
     one, two = tmp_path / 'one', tmp_path / 'two'
     s1, s2 = (json.loads((d / 'summary.json').read_text()) for d in (one, two))
     assert (s1['world_size'], s2['world_size'], s2['backend']) == (1, 2, 'gloo')
@@ -138,8 +139,10 @@ def test_ddp_matches_single_process(tmp_path, frames):
     assert tsv(one, 'train/lr') == tsv(two, 'train/lr')                          # the schedule does not depend on W
     # weights after 3 steps
     from drivenb.config import load_params
-    from drivenb.data import FrameDataset
-    from drivenb.train import build_model, load_checkpoint, seed_everything
+    from drivenb.bev.data import FrameDataset
+    from drivenb.bev.model import build_model
+    from drivenb.io import load_checkpoint
+    from drivenb.dist import seed_everything
     pp = load_params(ddp_params(tmp_path, frames, 'one')); seed_everything(0)
     w0 = build_model(pp, FrameDataset(frames).grid).state_dict()
     a, b = load_checkpoint(one / 'last.pt'), load_checkpoint(two / 'last.pt')
@@ -167,7 +170,7 @@ def test_two_nodes_c10d_rendezvous(tmp_path, frames):
     s = json.loads((tmp_path / 'run' / 'summary.json').read_text())
     assert (s['world_size'], s['backend'], s['steps']) == (2, 'gloo', 2)
     assert sum(o.count('trained 2 steps') for o in outs) == 1                    # rank 0 alone reports and writes
-    assert sorted(f.name for f in (tmp_path / 'run').iterdir()) == ['best.pt', 'dvclive', 'last.pt', 'summary.json']
+    assert sorted(f.name for f in (tmp_path / 'run').iterdir()) == ['.lock', 'best.pt', 'dvclive', 'environment.json', 'last.pt', 'summary.json', 'train.log']
 
 def test_slurm_script_launches_one_torchrun_per_node():
     s = (Path(__file__).resolve().parents[1] / 'scripts' / 'slurm' / 'train.sbatch').read_text()
@@ -184,7 +187,7 @@ def test_bf16_step_on_gpu(tmp_path, frames):
     from drivenb.train import train
     p = ddp_params(tmp_path, frames, 'gpu', device='cuda', amp='bf16', iters=2, val_every=2)
     s = train(p, progress=False)
-    assert s['amp'] is True and s['device'].startswith('cuda') and s['steps'] == 2 and 0 <= s['best_iou'] <= 1
+    assert s['amp'] == 'bfloat16' and s['device'].startswith('cuda') and s['steps'] == 2 and 0 <= s['best_iou'] <= 1
     assert all(v == v for _, v in tsv(tmp_path / 'gpu', 'train/total'))        # finite, not NaN
 
 @cuda
@@ -194,4 +197,22 @@ def test_nccl_process_group(tmp_path, frames):
     pf = write_params(tmp_path / 'p.yaml', ddp_params(tmp_path, frames, 'run', device='cuda', iters=2, val_every=2, batch_size=2, grad_acc=1))
     run_cli('torchrun', '--standalone', f'--nproc_per_node={n}', '--no-python', BIN / 'drivenb-train', '--params', pf, '--no_progress', timeout=300)
     s = json.loads((tmp_path / 'run' / 'summary.json').read_text())
-    assert (s['backend'], s['world_size'], s['amp']) == ('nccl', n, True)
+    assert (s['backend'], s['world_size'], s['amp']) == ('nccl', n, 'bfloat16')
+
+# ---------------------------------------------------------------------------------------------------
+# Every registered task gets the DDP equivalence: the trainer's toy task (MLP with batch norm) on 2 gloo ranks vs 1 process.
+def toy_params(tmp: Path, out: str, **train) -> dict:
+    "The trainer's toy task: a few dozen steps of a Gaussian-mixture MLP (batch norm in its backbone)."
+    return {'train': {**dict(task='toy', iters=12, batch_size=16, grad_acc=2, lr=0.05, schedule='cosine', val_every=6, ckpt_every=4,
+                             log_every=1, workers=0, device='cpu', out=str(tmp / out)), **train}}
+
+def test_toy_task_ddp_equals_one_process(tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    for n, out in ((1, 'one'), (2, 'two')):
+        pf = write_params(tmp_path / f'{out}.yaml', toy_params(tmp_path, out))
+        run_cli('torchrun', '--standalone', f'--nproc_per_node={n}', '--no-python', BIN / 'drivenb-train', '--params', pf, '--no_progress', env=env)
+    s1, s2 = (json.loads((tmp_path / d / 'summary.json').read_text()) for d in ('one', 'two'))
+    assert (s1['world_size'], s2['world_size'], s2['task']) == (1, 2, 'toy')
+    a, b = tsv(tmp_path / 'one', 'train/total'), tsv(tmp_path / 'two', 'train/total')
+    assert rel(a[0][1], b[0][1]) < 1e-6 and all(rel(x, y) < 1e-3 for (_, x), (_, y) in zip(a, b)), (a, b)
+    assert abs(s1['val']['accuracy'] - s2['val']['accuracy']) <= 2 / 256 and s2['best'] > 0.8

@@ -1,5 +1,4 @@
 "The embedded synthetic dataset (`dvc pull` of data.dvc from the in-repo remote) loads in nuscenes-devkit unmodified."
-import os
 from pathlib import Path
 import numpy as np, pytest
 

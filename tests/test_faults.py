@@ -3,7 +3,7 @@ resumed from last.pt ends bit-identical to an uninterrupted run; non-finite loss
 refused under other params or data.
 
 The kills use the `DRIVENB_FAULT=<point>:<step>` hook of `drivenb.train` (the process SIGKILLs itself at
-that point, see nbs/60_train.ipynb) and, once, a SIGKILL sent from outside after a random delay. The
+that point, see nbs/10_train.ipynb) and, once, a SIGKILL sent from outside after a random delay. The
 tiny run (5 steps, 4 train frames: 2.5 epochs, so resumes land mid-epoch) writes last.pt at steps 2
 (ckpt_every), 3 (validation), 4, 5, logs every step and uses random flips, so the RNG states matter.
 """
@@ -13,7 +13,12 @@ import pytest, torch
 from conftest import tiny_params, write_params, BIN
 from test_distributed import run_cli
 
-def fault_params(tmp: Path, frames: Path, out: str, **train) -> dict:
+TASKS = ('bev', 'toy')     # every registered task gets the kill/resume and NaN tests
+
+def fault_params(tmp: Path, frames: Path, out: str, task: str = 'bev', **train) -> dict:
+    if task == 'toy':      # 5 steps of 16 of 512 samples; the same checkpoint schedule as the BEV run
+        return {'train': {**dict(task='toy', iters=5, batch_size=16, grad_acc=1, lr=0.05, val_every=3, ckpt_every=2, log_every=1,
+                                 workers=0, device='cpu', out=str(tmp / out)), **train}}
     p = tiny_params(tmp, Path('unused'))
     p['data']['frames'] = str(frames)
     p['model'].update(encoder='resnet10t', latent_dim=16, neck_channels=32, rand_flip=True)
@@ -37,7 +42,7 @@ def equal(a, b) -> bool:
 
 def assert_same_run(a: Path, b: Path):
     "Runs `a` and `b` ended in the same state: checkpoints bitwise, dvclive files byte for byte, summary less timings."
-    from drivenb.train import load_checkpoint
+    from drivenb.io import load_checkpoint
     for name in ('last.pt', 'best.pt'):
         ca, cb = load_checkpoint(a / name), load_checkpoint(b / name)
         for k in ('model', 'optimizer', 'scheduler', 'step', 'best', 'bad_steps', 'val', 'live', 'rng_ranks', 'data_version'):
@@ -51,12 +56,12 @@ def assert_same_run(a: Path, b: Path):
     assert sa == sb
     assert not list(b.glob('.*.tmp*')), list(b.glob('.*.tmp*'))           # no temporary file left behind
 
-@pytest.fixture(scope='module')
-def baseline(tmp_path_factory, frames):
-    "The uninterrupted run."
+@pytest.fixture(scope='module', params=TASKS)
+def baseline(request, tmp_path_factory, frames):
+    "The uninterrupted run of each task: (task, run folder)."
     tmp = tmp_path_factory.mktemp('baseline')
-    train_cli(write_params(tmp / 'p.yaml', fault_params(tmp, frames, 'run')))
-    return tmp / 'run'
+    train_cli(write_params(tmp / 'p.yaml', fault_params(tmp, frames, 'run', request.param)))
+    return request.param, tmp / 'run'
 
 @pytest.mark.parametrize('fault, ckpt_step', [
     ('after_step:1', None),      # before the first checkpoint: the rerun starts afresh
@@ -65,8 +70,9 @@ def baseline(tmp_path_factory, frames):
     ('in_ckpt:3', 2),            # dies in best.pt's write at the step-3 validation: neither best.pt nor last.pt of step 3
 ])
 def test_killed_and_resumed_run_is_bit_identical(tmp_path, frames, baseline, fault, ckpt_step):
-    from drivenb.train import load_checkpoint
-    pf = write_params(tmp_path / 'p.yaml', fault_params(tmp_path, frames, 'run'))
+    from drivenb.io import load_checkpoint
+    task, baseline = baseline
+    pf = write_params(tmp_path / 'p.yaml', fault_params(tmp_path, frames, 'run', task))
     r = train_cli(pf, check=False, fault=fault)
     assert r.returncode == -signal.SIGKILL, r.stdout[-3000:]
     run = tmp_path / 'run'
@@ -79,7 +85,8 @@ def test_killed_and_resumed_run_is_bit_identical(tmp_path, frames, baseline, fau
 
 def test_sigkill_at_a_random_moment(tmp_path, frames, baseline):
     "SIGKILL from outside, a random delay after the first last.pt appears (wherever the run then is)."
-    pf = write_params(tmp_path / 'p.yaml', fault_params(tmp_path, frames, 'run'))
+    task, baseline = baseline
+    pf = write_params(tmp_path / 'p.yaml', fault_params(tmp_path, frames, 'run', task))
     run = tmp_path / 'run'
     proc = subprocess.Popen([str(BIN / 'drivenb-train'), '--params', str(pf), '--no_progress'], env=ENV,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -99,40 +106,52 @@ def test_sigkill_at_a_random_moment(tmp_path, frames, baseline):
 
 # ---------------------------------------------------------------------------------------------------
 def test_resume_refused_under_other_params_or_data(tmp_path, frames, baseline):
+    task, baseline = baseline
+    if task == 'toy':      # the toy task has no data version: its params are what must agree
+        shutil.copytree(baseline, tmp_path / 'run')
+        p = fault_params(tmp_path, frames, 'run', 'toy', iters=7); p['toy'] = {'hidden': 16}
+        r = train_cli(write_params(tmp_path / 'p.yaml', p), check=False)
+        assert r.returncode == 2 and 'toy.hidden' in r.stdout and 'train.iters' not in r.stdout, r.stdout[-2000:]
+        return
     shutil.copytree(baseline, tmp_path / 'run')
     p = fault_params(tmp_path, frames, 'run'); p['train']['iters'] = 7; p['model']['latent_dim'] = 8
     r = train_cli(write_params(tmp_path / 'p.yaml', p), check=False)
     assert r.returncode == 2 and 'model.latent_dim' in r.stdout and 'train.iters' not in r.stdout, r.stdout[-2000:]
     other = tmp_path / 'frames'; shutil.copytree(frames, other)
-    (other / 'splits' / 'val.txt').write_text((frames / 'splits' / 'val.txt').read_text().split()[0] + '\n')
+    (other / 'splits' / 'val.txt').write_text((frames / 'splits' / 'val.txt').read_text().split()[0] + '\n')   # another val split ...
+    meta = json.loads((other / 'meta.json').read_text()); meta['splits']['val'] = 1                               # ... made consistently
+    (other / 'meta.json').write_text(json.dumps(meta))
     p = fault_params(tmp_path, other, 'run'); p['train']['iters'] = 7
     r = train_cli(write_params(tmp_path / 'p.yaml', p), check=False)
     assert r.returncode == 2 and 'data version' in r.stdout and 'data.frames' not in r.stdout, r.stdout[-2000:]
-    from drivenb.train import load_checkpoint
+    from drivenb.io import load_checkpoint
     ck = load_checkpoint(baseline / 'last.pt')                               # what a checkpoint records
     assert ck['code']['version'] and 'git' in ck['code'] and len(ck['data_version']) == 16 and ck['params']['model']['latent_dim'] == 16
 
 # ---------------------------------------------------------------------------------------------------
 # Non-finite steps, injected in-process.
-def _patch_loss(monkeypatch, on_call: int, what: str):
-    "Make the `on_call`-th loss of the run NaN ('loss') or its gradient NaN ('grad')."
-    from drivenb.model import Segnet
-    orig, calls = Segnet.loss, [0]
-    def loss(self, out, targets, **kw):
-        total, parts = orig(self, out, targets, **kw); calls[0] += 1
+def _patch_loss(monkeypatch, on_call: int, what: str, task: str = 'bev'):
+    "Make the `on_call`-th loss of the run NaN ('loss') or its gradient NaN ('grad'), through the task's loss."
+    from drivenb.train import get_task
+    tk = get_task(task)
+    orig, calls = tk.loss, [0]
+    def loss(model, batch, distributed=False):
+        total, parts = orig(model, batch, distributed); calls[0] += 1
         if calls[0] == on_call:
             if what == 'loss': total, parts = total * float('nan'), {**parts, 'total': float('nan')}
             else: total.register_hook(lambda g: g * float('nan'))
         return total, parts
-    monkeypatch.setattr(Segnet, 'loss', loss)
+    monkeypatch.setattr(tk, 'loss', loss)
 
 def _finite(sd: dict) -> bool: return all(torch.isfinite(v).all() for v in sd.values() if v.is_floating_point())
 
-def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, frames, monkeypatch):
-    from drivenb.train import train, load_checkpoint
-    _patch_loss(monkeypatch, 3, 'loss')
-    p = fault_params(tmp_path, frames, 'run', ckpt_every=1)
-    with pytest.raises(FloatingPointError, match=r'non-finite loss or gradient at step 3 .*last\.pt keeps the last good state \(step 2\)'):
+@pytest.mark.parametrize('task', TASKS)
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, frames, monkeypatch, task):
+    from drivenb.train import train
+    from drivenb.io import load_checkpoint
+    _patch_loss(monkeypatch, 3, 'loss', task)
+    p = fault_params(tmp_path, frames, 'run', task, ckpt_every=1)
+    with pytest.raises(FloatingPointError, match=r'non-finite loss or gradient at step 3 .*last\.pt keeps the state of step 2'):
         train(p, progress=False)
     ck = load_checkpoint(tmp_path / 'run' / 'last.pt')
     assert ck['step'] == 2 and _finite(ck['model'])
@@ -140,10 +159,12 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, frames, monkeyp
     s = train(p, progress=False)                                             # the last good state resumes
     assert s['steps'] == 5 and s['bad_steps'] == 0
 
-def test_nan_gradient_skipped_when_allowed(tmp_path, frames, monkeypatch):
-    from drivenb.train import train, load_checkpoint
-    _patch_loss(monkeypatch, 2, 'grad')
-    s = train(fault_params(tmp_path, frames, 'run', max_bad_steps=1), progress=False)
+@pytest.mark.parametrize('task', TASKS)
+def test_nan_gradient_skipped_when_allowed(tmp_path, frames, monkeypatch, task):
+    from drivenb.train import train
+    from drivenb.io import load_checkpoint
+    _patch_loss(monkeypatch, 2, 'grad', task)
+    s = train(fault_params(tmp_path, frames, 'run', task, max_bad_steps=1), progress=False)
     assert s['steps'] == 5 and s['bad_steps'] == 1
     ck = load_checkpoint(tmp_path / 'run' / 'last.pt')
     assert _finite(ck['model']) and all(_finite({k: v for k, v in st.items() if torch.is_tensor(v)}) for st in ck['optimizer']['state'].values())
@@ -152,23 +173,24 @@ def test_nan_gradient_skipped_when_allowed(tmp_path, frames, monkeypatch):
 
 def test_nan_activations_do_not_poison_batch_norm(tmp_path, frames, monkeypatch):
     "NaN images at step 2: the skipped step's batch norm statistics are put back, so the run ends finite."
-    import drivenb.train as T
-    orig, calls = T.forward_batch, [0]
+    import drivenb.train as T, drivenb.bev.task as bev_task
+    from drivenb.io import load_checkpoint
+    orig, calls = bev_task.forward_batch, [0]
     def fwd(model, batch, use_radar):
         calls[0] += model.training
         if calls[0] == 2 and model.training: batch = {**batch, 'images': batch['images'] * float('nan')}
         return orig(model, batch, use_radar)
-    monkeypatch.setattr(T, 'forward_batch', fwd)
+    monkeypatch.setattr(bev_task, 'forward_batch', fwd)
     s = T.train(fault_params(tmp_path, frames, 'run', max_bad_steps=1), progress=False)
     assert s['bad_steps'] == 1 and 0 <= s['best_iou'] <= 1
-    assert _finite(T.load_checkpoint(tmp_path / 'run' / 'last.pt')['model'])
+    assert _finite(load_checkpoint(tmp_path / 'run' / 'last.pt')['model'])
 
 def test_too_many_bad_steps_stop(tmp_path, frames, monkeypatch):
     from drivenb.train import train
-    from drivenb.model import Segnet
-    orig = Segnet.loss
-    def always_nan(self, out, targets, **kw):
-        total, parts = orig(self, out, targets, **kw); return total * float('nan'), {**parts, 'total': float('nan')}
-    monkeypatch.setattr(Segnet, 'loss', always_nan)
+    from drivenb.train import get_task
+    tk = get_task('bev'); orig = tk.loss
+    def always_nan(model, batch, distributed=False):
+        total, parts = orig(model, batch, distributed); return total * float('nan'), {**parts, 'total': float('nan')}
+    monkeypatch.setattr(tk, 'loss', always_nan)
     with pytest.raises(FloatingPointError, match=r'at step 3 .*stopping after 3 bad step\(s\) \(params train.max_bad_steps=2\); no checkpoint'):
         train(fault_params(tmp_path, frames, 'run', max_bad_steps=2, ckpt_every=0), progress=False)
