@@ -156,7 +156,6 @@ def bench_convert(c:dict)->dict:
 
 def bench_loader(c:dict)->dict:
     "Read `frames` converted frames through FrameDataset + DataLoader (batch 1, in-process); frames/s after a 2-frame warm-up."
-    import torch
     from torch.utils.data import DataLoader, Subset
     from drivenb.bev.data import FrameDataset
     ds = None
@@ -259,7 +258,7 @@ def report(res:dict, quick:bool, args, load_before, load_after, started:str, sec
           f'{TARGET_TIME}x the reference time, peak memory at most {TARGET_MEM}x the reference, the loader never the bottleneck.', '']
     # parameters
     L += ['## Parameters', '',
-          f"Segnet on the 200x8x200 grid, latent 128 (built on the meta device). \"Official\" is the official release's count "
+          "Segnet on the 200x8x200 grid, latent 128 (built on the meta device). \"Official\" is the official release's count "
           "where it has that encoder (it has no resnet18 or convnext; its EfficientNet-b0 encoder has a 128-channel neck).", '',
           '| encoder | image encoder | BEV compressor | decoder + heads | total (with 3 loss weights) | official total |',
           '|---|---:|---:|---:|---:|---:|']

@@ -116,6 +116,7 @@ class TrainParams(Section):
     resume:Optional[str] = F(None, "resume from this checkpoint instead of <out>/last.pt")
     init_from:Optional[str] = F(None, "warm start: weights of another run's checkpoint (other params allowed)")
     init_strict:bool = F(True, "init_from must fit exactly; false: load what fits, name the rest")
+    figures:int = F(0, "val samples the task draws with the final model into <out>/figures (Task.figures); 0: none", ge=0)
 
 class EvaluateParams(Section):
     checkpoint:str = F('runs/train/best.pt', "checkpoint drivenb-evaluate reads")

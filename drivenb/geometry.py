@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_geometry.ipynb #10a48307
 from __future__ import annotations
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 import numpy as np
 import torch
 

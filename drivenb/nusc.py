@@ -248,9 +248,10 @@ FIXTURE_CATEGORIES = {'car': 'vehicle.car', 'truck': 'vehicle.truck', 'bus': 've
                       'pedestrian': 'human.pedestrian.adult', 'traffic_cone': 'movable_object.trafficcone', 'barrier': 'movable_object.barrier'}
 
 def fixture_dir()->Path|None:
-    "The real-data fixture folder (`$DRIVENB_FIXTURE` or `../shared/fixtures/nuscenes-scene-0061-sample0` from the repo root), or None if absent."
+    "The real-data fixture folder: `$DRIVENB_FIXTURE` when set (None if it holds no fixture), else `../shared/fixtures/nuscenes-scene-0061-sample0` beside the repo; None if absent."
     env = os.environ.get('DRIVENB_FIXTURE')
-    cands = [Path(env)] if env else []
+    if env: return Path(env).resolve() if (Path(env) / 'sample.json').is_file() else None     # set: it alone decides (DRIVENB_FIXTURE=none hides the fixture)
+    cands = []
     here = Path(__file__).resolve().parent if '__file__' in globals() else Path.cwd()
     for base in [Path.cwd(), *Path.cwd().parents, here, *here.parents]:
         cands.append(base / '..' / 'shared' / 'fixtures' / 'nuscenes-scene-0061-sample0')

@@ -40,6 +40,7 @@ class Task:
     ckpt_sections:tuple = ('train',)            # params sections a checkpoint must agree with to resume
     resume_ignore:tuple = ()                    # further dotted keys of those sections that may change on resume
     collate:Callable|None = None                # the DataLoader's collate_fn (None: torch's default)
+    figures:Callable|None = None                # (model, val_ds, p, folder, n) -> paths of PNGs drawn for n val samples (`train.figures`)
 
 TASKS = {}
 "Registered tasks by name."
@@ -101,8 +102,25 @@ def _toy_validate(model, ds, device, p, amp=False, rank=0, world=1):
     model.train(was)
     return dict(accuracy=float(t[0] / t[2]), loss=float(t[1] / t[2]))
 
+@torch.no_grad()
+def _toy_figures(model, ds, p, folder, n:int)->list:
+    "The first two coordinates of `n` val points coloured by predicted class, misclassified ones circled."
+    import matplotlib.pyplot as plt
+    from drivenb.viz import save_figure
+    was = model.training; model.eval()
+    dev = next(model.parameters()).device
+    x, y = ds.x[:n], ds.y[:n]; pred = model(x.to(dev)).argmax(1).cpu()
+    model.train(was)
+    fig, ax = plt.subplots(figsize=(4, 4))
+    ax.scatter(x[:, 0], x[:, 1], c=pred, cmap='tab10', s=8)
+    bad = pred != y; ax.scatter(x[bad, 0], x[bad, 1], facecolors='none', edgecolors='k', s=40, label='misclassified')
+    ax.set_title(f'toy val: {int((~bad).sum())}/{n} right', fontsize=9); ax.legend(fontsize=7)
+    save_figure(fig, Path(folder) / 'val_points.png')
+    return [Path(folder) / 'val_points.png']
+
 TOY = register_task(Task('toy', build_datasets=_toy_data, build_model=lambda p, ds: ToyNet(p['toy']['dim'], p['toy']['classes'], p['toy']['hidden']),
-                         loss=_toy_loss, validate=_toy_validate, metric='accuracy', mode='max', ckpt_sections=('toy', 'train')))
+                         loss=_toy_loss, validate=_toy_validate, metric='accuracy', mode='max', ckpt_sections=('toy', 'train'),
+                         figures=_toy_figures))
 
 # %% ../nbs/10_train.ipynb #909986a9
 def param_groups(
@@ -192,7 +210,7 @@ def restore_live(
 # %% ../nbs/10_train.ipynb #ad30eb69
 RESUME_IGNORE = ('train.iters', 'train.val_every', 'train.log_every', 'train.ckpt_every', 'train.workers', 'train.out',
                  'train.max_bad_steps', 'train.nproc_per_node', 'train.device', 'train.resume', 'train.init_from',
-                 'train.init_strict', 'train.milestone_every', 'train.milestone_epoch', 'train.max_param_abs')
+                 'train.init_strict', 'train.milestone_every', 'train.milestone_epoch', 'train.max_param_abs', 'train.figures')
 "Keys of the `train` section that may change between a run and its resume."
 
 def params_diff(a:dict, b:dict, sections=('train',), ignore=RESUME_IGNORE)->list:
@@ -290,6 +308,9 @@ def resume(r:Run):
     r.ck_path = r.out / 'last.pt'
     src = Path(t['resume']) if t.get('resume') else r.ck_path
     if t.get('resume') and not src.is_file(): raise FileNotFoundError(f"params train.resume: checkpoint not found: {src}")
+    if t.get('resume') and r.ck_path.exists() and src.resolve() != r.ck_path.resolve():   # a requeued job: the run's own progress wins
+        log.info(f"note: {r.ck_path} exists, so this run resumes it; train.resume ({src}) only starts a run that has no last.pt yet")
+        src = r.ck_path
     if src.exists():
         ck = load_checkpoint(src)
         diff = resume_diff(ck, r.p, r.data_ver, r.task)
@@ -480,8 +501,10 @@ def train(
                        backend=dist.get_backend() if dist.is_initialized() else None, device=str(r.device),
                        amp=str(r.amp_dtype).replace('torch.', '') if r.amp_dtype else False,
                        params_count=sum(q.numel() for q in r.core.parameters()))
-        if r.task.name == 'bev': summary['best_iou'] = r.best if r.best is not None else -1.0    # the key earlier summaries had
+        summary[f'best_{r.metric}'] = r.best                    # e.g. best_iou: a DVC metric of the study
         if r.is0:
+            if t.get('figures') and r.task.figures is not None:   # the task's pictures of the final model on val samples
+                summary['figures'] = [str(f) for f in r.task.figures(r.core, r.va_ds, r.p, r.out / 'figures', t['figures'])]
             atomic_write_json(r.out / 'summary.json', summary)
             r.live.end()
         if dist.is_initialized(): dist.barrier()

@@ -48,6 +48,8 @@ def test_variant_notebook_and_report(tmp_path, synth_root, frames):
     r = run_cli('drivenb-ablation-report', '--params', 'params.yaml', cwd=st)
     assert '| radar | resnet18 | camera+radar |' in r.stdout, r.stdout
     md = (st / 'reports' / 'ablation.md').read_text()
+    assert 'data `data/nuscenes-synth`' in md and str(tmp_path) not in md, md       # no machine's path in the committed report
+    md = (st / 'reports' / 'ablation.md').read_text()
     assert 'embedded budget' in md and 'params-paper.yaml' in md and md.count('| resnet18 |') == 2
     assert set(json.loads((st / 'reports' / 'ablation.json').read_text())) == {'cam', 'radar'}
     assert (st / 'reports' / 'ablation.png').stat().st_size > 10_000

@@ -143,9 +143,11 @@ def test_full_disk_and_read_only_folder_name_the_file(tmp_path):
             with pytest.raises(OSError, match=r'No space left on device while writing .*last.pt'):
                 save_checkpoint(tmp_path / 'last.pt', {'w': torch.zeros(1000)})
         finally: del dio.open
-    ro = tmp_path / 'ro'; ro.mkdir(); ro.chmod(0o500)
-    if os.geteuid() == 0: pytest.skip('root writes into read-only folders')
-    with pytest.raises(OSError, match='ro/m.json'): atomic_write_json(ro / 'm.json', {})
+    # a folder nobody may write (root included): /sys is a read-only file system
+    with pytest.raises(OSError, match=r'(not permitted|Read-only file system|Permission denied) while creating the folder of /sys/drivenb-test'):
+        atomic_write_json('/sys/drivenb-test/m.json', {})
+    r = cli('drivenb-train', '--params', write_params(tmp_path / 'p.yaml', toy(tmp_path, iters=2, out='/sys/drivenb-test')))
+    assert r.returncode == 2 and '/sys/drivenb-test' in r.stdout and 'Traceback' not in r.stdout, r.stdout[-2000:]   # one line, naming it
 
 def test_metrics_json_never_holds_bare_nan(tmp_path):
     from drivenb.io import atomic_write_json
@@ -173,3 +175,33 @@ def test_truncated_split_file_is_refused(tmp_path, frames):
     with pytest.raises(ValueError, match='train.txt is truncated or edited'): FrameDataset(other, 'train')
     (other / 'meta.json').write_text((frames / 'meta.json').read_text()[:40])
     with pytest.raises(ValueError, match='meta.json: not valid JSON'): FrameDataset(other, 'train')
+
+def test_resume_from_a_named_checkpoint(tmp_path):
+    "`drivenb-train --resume PATH` continues another folder's checkpoint (same params) in this run's folder; a missing one is named."
+    from drivenb.io import load_checkpoint
+    pa = write_params(tmp_path / 'a.yaml', toy(tmp_path, 'a', iters=10))
+    assert cli('drivenb-train', '--params', pa, '--no_progress').returncode == 0
+    pb = write_params(tmp_path / 'b.yaml', toy(tmp_path, 'b', iters=20))
+    r = cli('drivenb-train', '--params', pb, '--no_progress', '--resume', tmp_path / 'a' / 'last.pt')
+    assert r.returncode == 0 and f"resumed from {tmp_path / 'a' / 'last.pt'} at step 10" in r.stdout, r.stdout[-2000:]
+    assert load_checkpoint(tmp_path / 'b' / 'last.pt')['step'] == 20 and load_checkpoint(tmp_path / 'a' / 'last.pt')['step'] == 10
+    r = cli('drivenb-train', '--params', write_params(tmp_path / 'b.yaml', toy(tmp_path, 'b', iters=25)), '--no_progress',
+            '--resume', tmp_path / 'a' / 'last.pt')                                # requeued: b's own last.pt wins
+    assert r.returncode == 0 and f"resumed from {tmp_path / 'b' / 'last.pt'} at step 20" in r.stdout, r.stdout[-2000:]
+    r = cli('drivenb-train', '--params', pb, '--no_progress', '--resume', tmp_path / 'nope.pt')
+    assert r.returncode == 2 and 'nope.pt' in r.stdout and 'train.resume' in r.stdout, r.stdout[-2000:]
+
+@pytest.mark.parametrize('task', ['bev', 'toy'])
+def test_bad_input_refused_for_every_task(tmp_path, frames, task):
+    "The engine's bad-input checks hold whatever the task: an unknown key, a batch that the world size does not divide."
+    from drivenb.train import train
+    p = toy(tmp_path, iters=2) if task == 'toy' else tiny_params(tmp_path, Path('unused'), data={'frames': str(frames)})
+    bad = {**p, 'train': {**p['train'], 'ckpt_evry': 2}}
+    pf = write_params(tmp_path / 'p.yaml', bad)
+    r = cli('drivenb-train', '--params', pf, '--no_progress')
+    assert r.returncode == 2 and "did you mean 'ckpt_every'" in r.stdout, r.stdout[-2000:]
+    os.environ['WORLD_SIZE'] = '3'
+    try:
+        with pytest.raises(ValueError, match=r'batch_size=\d+ is not divisible by the world size 3'): train(p, progress=False)
+    finally: del os.environ['WORLD_SIZE']
+    assert not (tmp_path / 'run').exists()                                           # refused before the run folder exists

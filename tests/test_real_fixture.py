@@ -4,19 +4,13 @@ The keyframe is the real nuScenes one (scene-0061, `../shared/fixtures/nuscenes-
 `$DRIVENB_FIXTURE`) where it is found, else a synthetic one read through `open_nuscenes` + `load_keyframe`:
 the checks run either way; only the facts of scene-0061 (the parked truck) need the real one."""
 import numpy as np, pytest
-from conftest import fixture_dir
 
 @pytest.fixture(scope='module')
-def keyframe(tmp_path_factory):
+def keyframe():
     "(Keyframe, True) from the real fixture, or (Keyframe, False) from a tiny synthetic dataset where it is absent."
-    fx = fixture_dir()
-    if fx is not None:
-        from drivenb.nusc import keyframe_from_fixture
-        return keyframe_from_fixture(fx), True
-    from drivenb.testing import tiny_raw
-    from drivenb.nusc import open_nuscenes, load_keyframe
-    nusc = open_nuscenes(tiny_raw(tmp_path_factory.mktemp('kf') / 'raw', n_scenes=1, n_keyframes=2), 'v1.0-synth')
-    return load_keyframe(nusc, nusc.sample[0]['token']), False
+    from drivenb.testing import fixture_keyframe
+    kf, fx = fixture_keyframe()
+    return kf, fx is not None
 
 def test_fixture_targets_hold_vehicles(keyframe):
     from drivenb.bev.convert import convert_keyframe

@@ -183,7 +183,8 @@ def ablation_report(
     _a, g = p['ablation'], p['grid']
     frames = Path(p['data']['frames'])
     meta = json.loads((frames / 'meta.json').read_text()) if (frames / 'meta.json').is_file() else {}
-    src = meta.get('params', {}).get('dataroot', p['data']['dataroot'])
+    src = Path(meta.get('params', {}).get('dataroot', p['data']['dataroot']))
+    if src.is_absolute() and src.resolve().is_relative_to(Path.cwd().resolve()): src = src.resolve().relative_to(Path.cwd().resolve())   # no machine's path in the report
     devices = sorted({r['device'] for r in rows})
     md = ["# Ablation: encoders and sensors\n",
           f"Val vehicle IoU of each variant (Simple-BEV, arXiv 2206.07959), written by `drivenb-ablation-report` from "

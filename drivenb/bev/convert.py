@@ -7,7 +7,7 @@ __all__ = ['FRAME_KEYS', 'load_image', 'convert_keyframe', 'save_frame', 'frame_
            'convert', 'convert_params', 'main']
 
 # %% ../../nbs/bev/20_convert.ipynb #7446a77e
-import os, json, time, hashlib, zipfile, multiprocessing as mp
+import os, json, time, zipfile, multiprocessing as mp
 from pathlib import Path
 import numpy as np
 from PIL import Image

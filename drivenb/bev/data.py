@@ -4,7 +4,6 @@
 
 # %% ../../nbs/bev/30_data.ipynb #5f22c57f
 from __future__ import annotations
-import json
 from pathlib import Path
 import numpy as np
 import torch

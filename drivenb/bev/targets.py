@@ -22,7 +22,7 @@ def _fill(img, poly_cells, value, raster):
         lo = np.floor(poly_cells.min(0)).astype(int).clip(0, [F - 1, L - 1]); hi = np.ceil(poly_cells.max(0)).astype(int).clip(0, [F - 1, L - 1])
         kk, ii = np.meshgrid(np.arange(lo[0], hi[0] + 1), np.arange(lo[1], hi[1] + 1), indexing='ij')
         p = np.stack([kk.ravel(), ii.ravel()], 1).astype(np.float64)
-        inside = np.ones(len(p), bool); sgn = None
+        inside = np.ones(len(p), bool)
         for a, b in zip(poly_cells, np.roll(poly_cells, -1, 0)):
             cr = (b[0] - a[0]) * (p[:, 1] - a[1]) - (b[1] - a[1]) * (p[:, 0] - a[0])
             s = np.sign(np.sum((b[0] - a[0]) * (poly_cells[:, 1] - a[1]) - (b[1] - a[1]) * (poly_cells[:, 0] - a[0])))
