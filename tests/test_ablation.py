@@ -45,6 +45,8 @@ def test_variant_notebook_and_report(tmp_path, synth_root, frames):
         assert any('injected-parameters' in c['metadata'].get('tags', []) for c in executed['cells'])
         assert any(o.get('data', {}).get('image/png') for c in executed['cells'] for o in c.get('outputs', [])), 'no figure in the executed notebook'
         assert (st / 'runs' / 'ablation' / name / 'best.pt').is_file()
+    meta = json.loads((st / 'build' / 'frames' / 'meta.json').read_text())            # as `make repro` converts: data inside the clone
+    meta['params']['dataroot'] = str((st / 'data' / 'nuscenes-synth').resolve()); (st / 'build' / 'frames' / 'meta.json').write_text(json.dumps(meta))
     r = run_cli('drivenb-ablation-report', '--params', 'params.yaml', cwd=st)
     assert '| radar | resnet18 | camera+radar |' in r.stdout, r.stdout
     md = (st / 'reports' / 'ablation.md').read_text()
