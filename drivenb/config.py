@@ -190,10 +190,11 @@ def _merge(base:dict, over:dict)->dict:
     return out
 
 def _first_error(e:ValidationError, src:str)->ValueError:
+    "The first validation error as one line naming the source and the dotted key."
     err = e.errors()[0]
     loc = '.'.join(str(x) for x in err['loc'] if not str(x).startswith(('function-', 'union[', 'literal[')) and x not in ('list[str]',))
-    msg = err['msg'].removeprefix('Value error, ')
-    if msg.startswith(('params:', f'{src}:')) or 'params grid.' in msg: return ValueError(msg if msg.startswith(src) else f"{src}: {msg.split(': ', 1)[-1] if msg.startswith('params:') else msg}")
+    msg = err['msg'].removeprefix('Value error, ').removeprefix('params: ')
+    if msg.startswith('params grid.'): return ValueError(f"{src}: {msg}")          # `check_grid` names the key itself
     return ValueError(f"{src}: params {loc}: {msg}, got {err.get('input')!r}")
 
 def load_params(
