@@ -180,7 +180,7 @@ def ablation_report(
     p = load_params(params)
     rows = ablation_rows(p, reports)
     out = Path(out)
-    _a, g = p['ablation'], p['grid']
+    g = p['grid']
     frames = Path(p['data']['frames'])
     meta = json.loads((frames / 'meta.json').read_text()) if (frames / 'meta.json').is_file() else {}
     src = Path(meta.get('params', {}).get('dataroot', p['data']['dataroot']))

@@ -23,7 +23,7 @@ from .metrics import IoUMeter
 from .model import build_model, forward_batch
 
 # %% auto #0
-__all__ = ['validate', 'plot_frame', 'load_model', 'predict_seg', 'evaluate', 'main']
+__all__ = ['validate', 'plot_frame', 'load_model', 'predict_seg', 'save_val_figures', 'evaluate', 'main']
 
 # %% ../../nbs/bev/70_evaluate.ipynb #2bfa158b
 @torch.no_grad()
@@ -102,6 +102,25 @@ def predict_seg(
     b = to_device({k: v[None] if torch.is_tensor(v) else v for k, v in sample.items()}, device)   # add the batch dim
     return forward_batch(model, b, use_radar)['seg'][0, 0].float().sigmoid().cpu().numpy()
 
+def save_val_figures(
+    model,               # a `Segnet` (eval mode)
+    ds,                  # a `FrameDataset` (val split)
+    use_radar:bool,      # feed radar occupancy
+    folder,              # where `frame_<k>.png` go
+    n:int,               # frames, spread evenly over the split
+    iou_by_token:dict|None=None,  # per-frame IoU for the titles (`IoUMeter.frames`); None: 'final model'
+)->list:                 # the PNG paths written
+    "`plot_frame` pictures of `n` val frames spread over the split, written atomically as `<folder>/frame_<k>.png`."
+    dev, paths = next(model.parameters()).device, []
+    n = min(n, len(ds))
+    for k, i in enumerate(np.linspace(0, len(ds) - 1, n).round().astype(int) if n else []):
+        x = ds[int(i)]
+        prob = predict_seg(model, x, use_radar, dev)
+        what = f"IoU {iou_by_token.get(x['token'], float('nan')):.3f}" if iou_by_token is not None else 'final model'
+        paths.append(Path(folder) / f'frame_{k:02d}.png')
+        save_figure(plot_frame(x, prob, ds.grid, f"val frame {i} ({x['token'][:8]}), {what}"), paths[-1])
+    return paths
+
 def evaluate(
     params='params.yaml',       # params file or dict: data paths, `evaluate` section
     overrides:dict|None=None,   # nested overrides
@@ -124,12 +143,7 @@ def evaluate(
                use_radar=bool(cp['model']['use_radar']), seconds=round(dt, 1))
     rows = ''.join(f"{t},{v:.6f}\n" for t, v in meter.frames)
     atomic_write(out / 'per_frame.csv', lambda f: f.write('token,iou\n' + rows), mode='w')
-    n = min(e['figures'], len(ds))
-    for j, i in enumerate(np.linspace(0, len(ds) - 1, n).round().astype(int) if n else []):
-        x = ds[int(i)]
-        prob = predict_seg(model, x, cp['model']['use_radar'], device)
-        fi = dict(meter.frames).get(x['token'], float('nan'))
-        save_figure(plot_frame(x, prob, ds.grid, f"val frame {i} ({x['token'][:8]}), IoU {fi:.3f}"), out / 'figures' / f'frame_{j:02d}.png')
+    save_val_figures(model, ds, cp['model']['use_radar'], out / 'figures', e['figures'], dict(meter.frames))
     atomic_write_json(out / 'metrics.json', res)
     return res
 

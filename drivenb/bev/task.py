@@ -8,8 +8,7 @@ from ..train import Task, register_task
 from ..io import data_version
 from .data import FrameDataset, check_grid
 from .model import build_model, forward_batch
-from .evaluate import validate, predict_seg, plot_frame
-from ..viz import save_figure
+from .evaluate import validate, save_val_figures
 
 # %% auto #0
 __all__ = ['BEV', 'bev_datasets', 'bev_loss', 'bev_validate', 'bev_figures']
@@ -30,16 +29,8 @@ def bev_validate(model, ds, device, p:dict, amp:bool=False, rank:int=0, world:in
     return validate(model, ds, device, p['model']['use_radar'], p['evaluate']['batch_size'], amp, p['evaluate']['bands'], rank, world)[0]
 
 def bev_figures(model, ds, p:dict, folder, n:int)->list:
-    "`n` val frames spread over the split (six cameras, ground truth, prediction: `plot_frame`) as `<folder>/frame_<k>.png`."
-    import numpy as np
-    from pathlib import Path
-    dev, out = next(model.parameters()).device, []
-    for k, i in enumerate(np.linspace(0, len(ds) - 1, min(n, len(ds))).round().astype(int)):
-        x = ds[int(i)]
-        prob = predict_seg(model, x, p['model']['use_radar'], dev)
-        out.append(Path(folder) / f'frame_{k:02d}.png')
-        save_figure(plot_frame(x, prob, ds.grid, f"val frame {i} ({x['token'][:8]}), final model"), out[-1])
-    return out
+    "`n` val frames of the final model (`save_val_figures`: six cameras, ground truth, prediction) as `<folder>/frame_<k>.png`."
+    return save_val_figures(model, ds, p['model']['use_radar'], folder, n)
 
 BEV = register_task(Task(
     'bev', build_datasets=bev_datasets, build_model=lambda p, ds: build_model(p, ds.grid), loss=bev_loss, validate=bev_validate,
