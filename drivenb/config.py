@@ -62,6 +62,8 @@ class ConvertParams(Section):
     image_size:list[StrictInt] = F([224, 400], "stored image (H, W), pixels")
     radar_sweeps:int = F(3, "radar sweeps accumulated per keyframe", ge=1)
     raster:Literal['simplebev', 'centre'] = F('simplebev', "box rasterisation: as the official code, or area-correct cell centres")
+    face:Literal['top', 'bottom'] = F('top', "box face rasterised: top (the official get_seg_bev) or bottom")
+    ego_motion:bool = F(False, "compensate the ego motion between each camera's timestamp and the keyframe (Simple-BEV: no)")
     workers:int = F(2, "conversion processes (0: in this process)", ge=0)
 
 class ModelParams(Section):

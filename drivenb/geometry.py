@@ -9,8 +9,8 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['make_T', 'invert_T', 'apply_T', 'scale_intrinsics', 'pad_intrinsics', 'project_points', 'VoxelGrid', 'simplebev_grid',
-           'box_bottom_corners', 'box_footprints']
+__all__ = ['FACE_CORNERS', 'make_T', 'invert_T', 'apply_T', 'scale_intrinsics', 'pad_intrinsics', 'project_points', 'VoxelGrid',
+           'simplebev_grid', 'box_bottom_corners', 'box_footprints']
 
 # %% ../nbs/00_geometry.ipynb #d9280224
 def make_T(R, t):
@@ -161,7 +161,7 @@ def box_bottom_corners(
     lwh,     # (N, 3) length (along heading), width, height, metres
     yaw,     # (N,) heading about +z, radians, counter-clockwise from +x
 )->np.ndarray:  # (N, 4, 3) corners of the bottom face: front-left, front-right, back-right, back-left
-    "Corners of the bottom face of upright 3D boxes (the face Simple-BEV rasterizes)."
+    "Corners of the bottom face of upright 3D boxes; in a level frame (no tilt) its outline is also the top face's, the footprint `show_bev` draws."
     center, lwh, yaw = np.asarray(center, np.float64).reshape(-1, 3), np.asarray(lwh, np.float64).reshape(-1, 3), np.asarray(yaw, np.float64).reshape(-1)
     sl = np.array([1, 1, -1, -1.]) * 0.5; sw = np.array([1, -1, -1, 1.]) * 0.5
     lx = sl[None] * lwh[:, :1]; wy = sw[None] * lwh[:, 1:2]            # N,4
@@ -171,9 +171,20 @@ def box_bottom_corners(
     z = np.broadcast_to(center[:, 2:3] - lwh[:, 2:3] / 2, x.shape)
     return np.stack([x, y, z], -1)
 
+FACE_CORNERS = {'top': [0, 1, 5, 4], 'bottom': [2, 3, 7, 6]}
+"Indices into nuscenes-devkit `Box.corners()` (front four first, then back; z +h/2 for 0, 1, 4, 5) of a face, in polygon order."
+
 def box_footprints(
-    boxes:list,   # nuscenes-devkit `Box`es in some reference frame
-)->np.ndarray:    # (N, 4, 3) float64 bottom-face corners, reference frame, metres, in polygon order
-    "Bottom-face corners of devkit boxes (full 3D rotation, so a tilted ego frame is handled as Simple-BEV's corner lists)."
+    boxes:list,         # nuscenes-devkit `Box`es in the grid's reference frame
+    face:str='top',     # 'top' (Simple-BEV's `get_seg_bev`) or 'bottom' (the devkit's `bottom_corners`, drivenb before issue 10)
+)->np.ndarray:          # (N, 4, 3) float64 face corners, reference frame, metres, in polygon order
+    """The 4 corners of each box's top (default) or bottom face; raises `ValueError` on another `face`.
+
+    Simple-BEV rasterises, per box, the four corners with the smallest camera y (camera y points down: the
+    top face), `torch.topk(y_cam, 4, largest=False)` in `get_seg_bev` (`nuscenesdataset.py`). Boxes stand upright in
+    the world, so that is the box's own top face; its corners come with the box's full 3D rotation, so where the
+    reference frame is tilted against the world (the ego frame by ~1.4 deg on scene-0061) the top and bottom
+    faces' outlines differ by a few centimetres, enough to move edge cells."""
+    if face not in FACE_CORNERS: raise ValueError(f"face must be 'top' or 'bottom', got {face!r}")
     if not boxes: return np.zeros((0, 4, 3))
-    return np.stack([b.bottom_corners().T for b in boxes])
+    return np.stack([b.corners()[:, FACE_CORNERS[face]].T for b in boxes])

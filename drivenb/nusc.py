@@ -43,7 +43,7 @@ class Keyframe:
     image_paths: list          # S absolute image paths, order `CAMERAS`
     image_sizes: np.ndarray    # (S, 2) int (width, height) in pixels, from the tables
     pix_T_cams: np.ndarray     # (S, 3, 3) float64 intrinsics of the full-size images, pixels
-    ego_T_cams: np.ndarray     # (S, 4, 4) float64 camera -> keyframe ego (includes ego motion)
+    ego_T_cams: np.ndarray     # (S, 4, 4) float64 camera -> keyframe ego: static calibration (official), or with the ego motion (`ego_motion=True`)
     boxes: list                # devkit `Box`es in the keyframe ego frame, every annotated object
     visibility: np.ndarray     # (N,) int visibility level 1-4 of each box (4 where unknown)
     radar: np.ndarray = field(default_factory=lambda: np.zeros((0, len(RADAR_FIELDS)), np.float32))  # (P, 7) float32, `RADAR_FIELDS`
@@ -147,6 +147,7 @@ def load_keyframe(
     sample_token:str,        # the keyframe (`sample`) token
     radar_sweeps:int=3,      # radar sweeps per radar to aggregate (Simple-BEV: 3), 0 for none
     with_lidar:bool=False,   # also read the LIDAR_TOP keyframe points
+    ego_motion:bool=False,   # compensate the ego motion between each camera's timestamp and the keyframe (off: Simple-BEV's static calibration)
 )->Keyframe:
     "Read one keyframe in its ego frame; raises `KeyError` naming a missing camera, calibration or table row (`table_row`), `FileNotFoundError` naming a missing file, `ValueError` naming a damaged radar file."
     s = nusc.get('sample', sample_token)
@@ -165,8 +166,10 @@ def load_keyframe(
         path = os.path.join(nusc.dataroot, sd['filename'])
         if not os.path.isfile(path): raise FileNotFoundError(f"image of {cam} for sample {sample_token} not found: {path}")
         paths.append(path); sizes.append((sd['width'], sd['height'])); Ks.append(np.array(cs['camera_intrinsic'], np.float64))
-        # keyframe ego <- global <- ego at camera time <- camera
-        Ts.append(ego_T_global @ _pose_T(table_row(nusc, 'ego_pose', sd['ego_pose_token'], row_name('sample_data', sd))) @ _pose_T(cs))
+        if ego_motion:   # keyframe ego <- global <- ego at camera time <- camera
+            Ts.append(ego_T_global @ _pose_T(table_row(nusc, 'ego_pose', sd['ego_pose_token'], row_name('sample_data', sd))) @ _pose_T(cs))
+        else:            # camera -> ego by the calibration alone, as Simple-BEV
+            Ts.append(_pose_T(cs))
     boxes, vis = [], []
     for ann_token in s['anns']:
         ann = nusc.get('sample_annotation', ann_token)
@@ -261,6 +264,7 @@ def fixture_dir()->Path|None:
 def keyframe_from_fixture(
     root:str|Path,          # folder with `sample.json` and the six camera JPEGs
     with_lidar:bool=True,   # read `LIDAR_TOP.bin` into `Keyframe.lidar` (ego frame)
+    ego_motion:bool=False,  # cameras by `ego2cam` (motion-compensated) instead of the static `cam2ego` (Simple-BEV's)
 )->Keyframe:
     "The fixture keyframe as a `Keyframe` (no radar in the fixture); raises `FileNotFoundError` naming a missing file."
     root = Path(root)
@@ -272,7 +276,8 @@ def keyframe_from_fixture(
         p = root / c['file']
         if not p.is_file(): raise FileNotFoundError(f"fixture image of {cam} not found: {p}")
         paths.append(str(p)); sizes.append((c['width'], c['height']))
-        Ks.append(np.array(c['intrinsic'], np.float64)); Ts.append(invert_T(np.array(c['ego2cam'], np.float64)))
+        Ks.append(np.array(c['intrinsic'], np.float64))
+        Ts.append(invert_T(np.array(c['ego2cam'], np.float64)) if ego_motion else np.array(c['cam2ego'], np.float64))
     boxes, vis = [], []
     for b in d['boxes']:
         l, w, h = b['size_lwh']

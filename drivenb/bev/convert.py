@@ -33,6 +33,7 @@ def convert_keyframe(
     image_size,              # (H, W) stored image size, pixels
     grid:VoxelGrid,          # BEV target grid (reference frame = keyframe ego)
     raster:str='simplebev',  # target rasterization, see `bev_targets`
+    face:str='top',          # box face rasterised, see `bev_targets` (official: top)
 )->dict:                     # arrays of the converted-frame format (DEVELOPERS.md)
     "The arrays of one training frame: images, `pix_T_cams`, `ego_T_cams`, radar, BEV targets, vehicle boxes."
     H, W = int(image_size[0]), int(image_size[1])
@@ -40,7 +41,7 @@ def convert_keyframe(
     sx = W / kf.image_sizes[:, 0]; sy = H / kf.image_sizes[:, 1]
     Ks = np.stack([scale_intrinsics(K, a, b) for K, a, b in zip(kf.pix_T_cams, sx, sy)])
     vb, vis = kf.vehicle_boxes()
-    t = bev_targets(vb, vis, grid, raster=raster)
+    t = bev_targets(vb, vis, grid, raster=raster, face=face)
     boxes = np.array([[*b.center, b.wlh[1], b.wlh[0], b.wlh[2], b.orientation.yaw_pitch_roll[0], v, 0] for b, v in zip(vb, vis)],
                      np.float32).reshape(-1, 9)
     return dict(images=imgs, pix_T_cams=Ks.astype(np.float32), ego_T_cams=kf.ego_T_cams.astype(np.float32),
@@ -114,12 +115,12 @@ def check_calibration(
 _NUSC = None   # the database shared with forked workers
 
 def _work(args):
-    token, out_dir, image_size, grid, radar_sweeps, raster = args
+    token, out_dir, image_size, grid, radar_sweeps, raster, face, ego_motion = args
     path = Path(out_dir) / 'frames' / f'{token}.npz'
     redo = path.exists()
     if redo and frame_ok(path): return token, 'skipped', 0
-    kf = load_keyframe(_NUSC, token, radar_sweeps=radar_sweeps)
-    arrays = convert_keyframe(kf, image_size, grid, raster)
+    kf = load_keyframe(_NUSC, token, radar_sweeps=radar_sweeps, ego_motion=ego_motion)
+    arrays = convert_keyframe(kf, image_size, grid, raster, face)
     save_frame(path, arrays)                  # replaces a damaged frame atomically
     return token, 'reconverted' if redo else 'converted', len(arrays['boxes'])
 
@@ -131,6 +132,8 @@ def convert(
     grid:VoxelGrid|dict|None=None,  # BEV grid (or the params `grid` section); default: Simple-BEV extents in ego
     radar_sweeps:int=3,       # radar sweeps aggregated per radar
     raster:str='simplebev',   # target rasterization
+    face:str='top',           # box face rasterised (official: top), see `bev_targets`
+    ego_motion:bool=False,    # compensate camera ego motion (official: no), see `drivenb.nusc.load_keyframe`
     val_scenes='auto',        # see `split_scenes`
     workers:int=2,            # worker processes (0 = in this process)
     limit:int|None=None,      # convert only the first `limit` keyframes (quick looks)
@@ -144,8 +147,9 @@ def convert(
     if isinstance(grid, dict): grid = VoxelGrid.from_params(grid)
     if len(image_size) != 2 or min(image_size) < 8: raise ValueError(f"convert.image_size must be [H, W] of at least 8 pixels, got {image_size}")
     if raster not in ('simplebev', 'centre'): raise ValueError(f"convert.raster must be 'simplebev' or 'centre', got {raster!r}")
+    if face not in ('top', 'bottom'): raise ValueError(f"convert.face must be 'top' or 'bottom', got {face!r}")
     params = dict(dataroot=str(Path(dataroot).resolve()), version=version, image_size=[int(v) for v in image_size],
-                  grid=dict(bounds=grid.bounds, shape=grid.shape, axes=grid.axes), radar_sweeps=int(radar_sweeps), raster=raster,
+                  grid=dict(bounds=grid.bounds, shape=grid.shape, axes=grid.axes), radar_sweeps=int(radar_sweeps), raster=raster, face=face, ego_motion=bool(ego_motion),
                   val_scenes=val_scenes, limit=limit, cameras=list(CAMERAS), radar_fields=list(RADAR_FIELDS))
     params = json.loads(json.dumps(params))
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
@@ -168,7 +172,7 @@ def convert(
     check_calibration(nusc, tokens, radar_sweeps)
     atomic_write_json(pfile, params)
     _NUSC = nusc
-    jobs = [(t, str(out), tuple(image_size), grid, radar_sweeps, raster) for t in tokens]
+    jobs = [(t, str(out), tuple(image_size), grid, radar_sweeps, raster, face, bool(ego_motion)) for t in tokens]
     stats = {'converted': 0, 'reconverted': 0, 'skipped': 0}; nboxes = 0
     bar = tqdm(total=len(jobs), desc='convert', unit='frame', disable=not progress)
     if workers and workers > 0:
@@ -200,7 +204,7 @@ def convert_params(
     p = load_params(params, overrides)
     d, c = p['data'], p['convert']
     return convert(d['dataroot'], d['version'], d['frames'], image_size=c['image_size'], grid=p['grid'], radar_sweeps=c['radar_sweeps'],
-                   raster=c['raster'], val_scenes=d['val_scenes'], workers=c['workers'], **kw)
+                   raster=c['raster'], face=c['face'], ego_motion=c['ego_motion'], val_scenes=d['val_scenes'], workers=c['workers'], **kw)
 
 # %% ../../nbs/bev/20_convert.ipynb #5407741e
 from fastcore.script import call_parse, Param, store_true
