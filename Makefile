@@ -7,7 +7,7 @@ STAMP := $(VENV)/.drivenb-env
 export PATH := $(BIN):$(PATH)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: env repro test lint hooks export readme clean-runs lab bench imports
+.PHONY: env repro test lint hooks export readme clean-runs lab bench imports docs outputs
 
 $(STAMP): requirements.lock setup.py settings.ini
 	@echo "== creating $(VENV) from requirements.lock (torch CUDA build, runs on CPU too; a few minutes the first time)"
@@ -62,3 +62,13 @@ bench: env
 imports: env
 	python scripts/import_graph.py
 	python scripts/import_graph.py --check
+
+## the docs site, offline, into _site/ (open _site/index.html): the notebooks with their saved outputs (nothing is executed) and docs/*.md; scripts/docs_prepare.py drops hidden cells and #| lines
+docs: env
+	@mkdir -p _docs_src
+	NO_MKDOCS_2_WARNING=1 mkdocs build
+
+## execute notebooks in place keeping their outputs for the docs (then nbdev_clean): make outputs NBS="nbs/10_train.ipynb nbs/bev/40_lifting.ipynb"; default every notebook but the ablation variant (papermill's)
+NBS ?= $(filter-out nbs/bev/ablations/%,$(shell find nbs -name '*.ipynb' -not -path '*/.ipynb_checkpoints/*' | sort))
+outputs: env
+	python scripts/execute_notebooks.py $(NBS)

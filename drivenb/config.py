@@ -61,6 +61,7 @@ class GridParams(Section):
 class ConvertParams(Section):
     image_size:list[StrictInt] = F([224, 400], "stored image (H, W), pixels")
     radar_sweeps:int = F(3, "radar sweeps accumulated per keyframe", ge=1)
+    lidar_sweeps:int = F(3, "LIDAR_TOP sweeps stored per frame for model.use_lidar (Simple-BEV: 3); 0: none", ge=0)
     raster:Literal['simplebev', 'centre'] = F('simplebev', "box rasterisation: as the official code, or area-correct cell centres")
     face:Literal['top', 'bottom'] = F('top', "box face rasterised: top (the official get_seg_bev) or bottom")
     ego_motion:bool = F(False, "compensate the ego motion between each camera's timestamp and the keyframe (Simple-BEV: no)")
@@ -71,10 +72,13 @@ class ModelParams(Section):
     latent_dim:int = F(128, "feature channels of image features, voxels and BEV", ge=1)
     neck_channels:int = F(512, "image neck width (Simple-BEV: 512)", ge=1)
     use_radar:bool = F(False, "concatenate radar occupancy before the BEV compressor")
+    use_metaradar:bool = F(False, "with use_radar: the 16 meta-radar fields per voxel instead of occupancy (Simple-BEV use_metaradar)")
+    use_lidar:bool = F(False, "concatenate lidar occupancy (one channel per vertical cell) instead of radar (Simple-BEV use_lidar)")
     sampling:Literal['simplebev', 'pixel_centre'] = F('simplebev', "lifting sampling: exact official, or pixel centres")
     image_size:Optional[list[StrictInt]] = F(None, "encoder input [H, W], pixels: frames are resized and intrinsics scaled; null: as stored")
     rand_flip:bool = F(True, "Simple-BEV's random image and BEV flips while training")
     weights:Optional[str] = F(None, "local encoder weights file (no downloads ever); null: random init")
+    encoder_modules:list[str] = F([], "python modules imported before the encoder is built, so the encoders they register (drivenb.bev.encoders.register_encoder) can be named")
     @field_validator('image_size')
     @classmethod
     def _size(cls, v):
@@ -129,13 +133,13 @@ class EvaluateParams(Section):
 
 class Variant(Section):
     encoder:str = F(..., "timm model name")
-    sensors:Literal['camera', 'camera+radar'] = F(..., "sensor set")
+    sensors:Literal['camera', 'camera+radar', 'camera+lidar', 'camera+metaradar'] = F(..., "sensor set")
 
 class AblationParams(Section):
     iters:int = F(25000, "optimizer steps, the same for every variant", ge=1)
     batch_size:int = F(8, "global batch", ge=1)
     lr:float = F(3e-4, "peak learning rate", gt=0)
-    seed:int = F(0, "seed", ge=0)
+    seeds:list[StrictInt] = F([0], "seeds: every variant runs once per seed (the report: mean and std over them)", min_length=1)
     image_height:int = F(448, "encoder input height, pixels (frames resized, intrinsics scaled)", ge=8)
     image_width:int = F(800, "encoder input width, pixels", ge=8)
     nproc:int = F(1, "training processes per variant (CPU: gloo ranks; GPU: one per GPU)", ge=1)

@@ -68,7 +68,7 @@ def project_points(
     pts_cam,    # (..., N, 3) points in the camera frame (x right, y down, z forward), metres
     eps:float=1e-6,  # lower clamp of depth, metres (Simple-BEV uses 1e-6)
 ):              # ((..., N, 2) pixels (u right, v down), (..., N) depth z in metres)
-    "Pinhole projection `u = fx x/z' + cx, v = fy y/z' + cy` with `z' = max(z, eps)` (conventions, lifting 2)."
+    "Pinhole projection `u = fx x/z' + cx, v = fy y/z' + cy` with `z' = max(z, eps)` (docs/conventions.md, Lifting step 2)."
     z = pts_cam[..., 2]
     zc = np.maximum(z, eps) if isinstance(pts_cam, np.ndarray) else z.clamp(min=eps)
     u = pix_T_cam[..., None, 0, 0] * pts_cam[..., 0] / zc + pix_T_cam[..., None, 0, 2]

@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_nuscenes.ipynb #0ebd6aa1
 from __future__ import annotations
-import os, json, struct
+import os, re, json, struct
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
@@ -14,10 +14,11 @@ from nuscenes.utils.geometry_utils import transform_matrix
 from .geometry import invert_T
 
 # %% auto #0
-__all__ = ['CAMERAS', 'RADARS', 'RADAR_FIELDS', 'VISIBILITY_LEVELS', 'TABLE_LINKS', 'FIXTURE_CATEGORIES', 'is_vehicle',
-           'Keyframe', 'open_nuscenes', 'row_name', 'missing_row', 'table_row', 'dangling_reference',
-           'sample_data_paths', 'load_keyframe', 'read_radar_pcd', 'radar_sweep_records', 'load_radar', 'fixture_dir',
-           'keyframe_from_fixture']
+__all__ = ['CAMERAS', 'RADARS', 'RADAR_FIELDS', 'RADAR_META_FIELDS', 'LIDAR_MIN_DISTANCE', 'LIDAR_POINTS_PER_SWEEP',
+           'VISIBILITY_LEVELS', 'TABLE_LINKS', 'FIXTURE_CATEGORIES', 'CONDITION_TAGS', 'is_vehicle', 'Keyframe',
+           'open_nuscenes', 'row_name', 'missing_row', 'table_row', 'dangling_reference', 'sample_data_paths',
+           'load_keyframe', 'read_radar_pcd', 'radar_sweep_records', 'load_radar', 'load_lidar', 'fixture_dir',
+           'keyframe_from_fixture', 'scene_conditions', 'scene_condition', 'scene_descriptions']
 
 # %% ../nbs/06_nuscenes.ipynb #98fa86eb
 CAMERAS = ('CAM_FRONT_LEFT', 'CAM_FRONT', 'CAM_FRONT_RIGHT', 'CAM_BACK_LEFT', 'CAM_BACK', 'CAM_BACK_RIGHT')
@@ -26,11 +27,18 @@ RADARS = ('RADAR_FRONT', 'RADAR_FRONT_LEFT', 'RADAR_FRONT_RIGHT', 'RADAR_BACK_LE
 "The five nuScenes radars."
 RADAR_FIELDS = ('x', 'y', 'z', 'rcs', 'vx_comp', 'vy_comp', 'dt')
 "Columns of `Keyframe.radar`: position (ego, metres), RCS (dBsm), ego-motion-compensated velocity (ego axes, m/s), sweep time lag (s)."
+RADAR_META_FIELDS = ('dyn_prop', 'id', 'rcs', 'vx', 'vy', 'vx_comp', 'vy_comp', 'is_quality_valid', 'ambig_state',
+                     'x_rms', 'y_rms', 'invalid_state', 'pdh0', 'vx_rms', 'vy_rms', 'dt')
+"Columns of `Keyframe.radar_meta`, Simple-BEV's 16 meta-radar channels (`train_nuscenes.py: run_model`, `meta_rad = rad_data[:, :, 3:]`): the 15 nuScenes radar fields after x, y, z, raw as the devkit reads them (velocities in the radar's own axes, m/s; states as numbers), then the sweep time lag (s)."
+LIDAR_MIN_DISTANCE = 2.2
+"Lidar points closer than this to the sensor (metres, |x| and |y| in the sensor frame, the devkit's `remove_close`) are dropped, as Simple-BEV's `get_lidar_data(min_distance=2.2)`."
+LIDAR_POINTS_PER_SWEEP = 30000
+"Simple-BEV keeps at most 30000 lidar points per requested sweep (`VizData.get_single_item`: `V = 30000*nsweeps`, the first ones, keyframe sweep first)."
 VISIBILITY_LEVELS = {'1': 1, '2': 2, '3': 3, '4': 4}
 "nuScenes visibility tokens: 1 = 0-40 %, 2 = 40-60 %, 3 = 60-80 %, 4 = 80-100 % of the object visible in the cameras."
 
 def is_vehicle(category:str)->bool:
-    "Simple-BEV's positive class: every nuScenes category whose name contains `vehicle` (conventions, targets)."
+    "Simple-BEV's positive class: every nuScenes category whose name contains `vehicle` (`docs/conventions.md`, Targets)."
     return 'vehicle' in category
 
 # %% ../nbs/06_nuscenes.ipynb #ccfa8961
@@ -48,6 +56,7 @@ class Keyframe:
     visibility: np.ndarray     # (N,) int visibility level 1-4 of each box (4 where unknown)
     radar: np.ndarray = field(default_factory=lambda: np.zeros((0, len(RADAR_FIELDS)), np.float32))  # (P, 7) float32, `RADAR_FIELDS`
     lidar: np.ndarray|None = None  # optional (P, 4) float32 LIDAR_TOP points x, y, z (ego), intensity
+    radar_meta: np.ndarray = field(default_factory=lambda: np.zeros((0, len(RADAR_META_FIELDS)), np.float32))  # (P, 16) float32 `RADAR_META_FIELDS`, rows of `radar`
 
     @property
     def vehicle_mask(self)->np.ndarray:
@@ -146,8 +155,9 @@ def load_keyframe(
     nusc,                    # a `NuScenes` database
     sample_token:str,        # the keyframe (`sample`) token
     radar_sweeps:int=3,      # radar sweeps per radar to aggregate (Simple-BEV: 3), 0 for none
-    with_lidar:bool=False,   # also read the LIDAR_TOP keyframe points
+    with_lidar:bool=False,   # also read the LIDAR_TOP keyframe scan as it is stored (no close-point removal, no cap)
     ego_motion:bool=False,   # compensate the ego motion between each camera's timestamp and the keyframe (off: Simple-BEV's static calibration)
+    lidar_sweeps:int=0,      # > 0: `Keyframe.lidar` = `load_lidar` over this many LIDAR_TOP sweeps (Simple-BEV's rule; replaces `with_lidar`)
 )->Keyframe:
     "Read one keyframe in its ego frame; raises `KeyError` naming a missing camera, calibration or table row (`table_row`), `FileNotFoundError` naming a missing file, `ValueError` naming a damaged radar file."
     s = nusc.get('sample', sample_token)
@@ -178,8 +188,9 @@ def load_keyframe(
         boxes.append(b); vis.append(VISIBILITY_LEVELS.get(ann['visibility_token'], 4))
     kf = Keyframe(sample_token, scene, lidar_sd['timestamp'], paths, np.array(sizes, np.int64), np.stack(Ks), np.stack(Ts),
                   boxes, np.array(vis, np.int64))
-    if radar_sweeps > 0: kf.radar = load_radar(nusc, s, radar_sweeps)
-    if with_lidar:
+    if radar_sweeps > 0: kf.radar, kf.radar_meta = load_radar(nusc, s, radar_sweeps, meta=True)
+    if lidar_sweeps > 0: kf.lidar = load_lidar(nusc, s, lidar_sweeps)
+    elif with_lidar:
         from nuscenes.utils.data_classes import LidarPointCloud
         pc = LidarPointCloud.from_file(os.path.join(nusc.dataroot, lidar_sd['filename']))
         pc.transform(_pose_T(table_row(nusc, 'calibrated_sensor', lidar_sd['calibrated_sensor_token'], lidar_ref)))
@@ -222,9 +233,10 @@ def load_radar(
     nusc,               # a `NuScenes` database
     sample:dict,        # the `sample` record
     nsweeps:int=3,      # sweeps per radar (keyframe + previous ones)
-)->np.ndarray:          # (P, 7) float32 columns `RADAR_FIELDS`, keyframe ego frame
+    meta:bool=False,    # also return the (P, 16) float32 `RADAR_META_FIELDS` of the same points
+)->np.ndarray|tuple:    # (P, 7) float32 columns `RADAR_FIELDS`, keyframe ego frame; with `meta`: (that, (P, 16) meta fields)
     "Radar points of all five radars over `nsweeps` sweeps in the keyframe ego frame, no radar filters (as Simple-BEV); raises `KeyError` naming a missing table row, `FileNotFoundError`/`ValueError` naming a missing or truncated `.pcd`."
-    out = []
+    out, metas = [], []
     lidar_sd = nusc.get('sample_data', sample['data']['LIDAR_TOP'])
     ego_T_lidar = _pose_T(table_row(nusc, 'calibrated_sensor', lidar_sd['calibrated_sensor_token'], row_name('sample_data', lidar_sd)))
     RadarPointCloud.disable_filters()
@@ -241,9 +253,38 @@ def load_radar(
             R = Quaternion(cs['rotation']).rotation_matrix  # velocities are in the radar frame: rotate to ego axes
             v = R[:2, :2] @ pc.points[8:10]
             out.append(np.concatenate([pc.points[:3], pc.points[5:6], v, times], 0).T)
+            metas.append(np.concatenate([pc.points[3:18], times], 0).T)      # the 15 fields after x, y, z as read, then dt
     finally:
         RadarPointCloud.default_filters()
-    return (np.concatenate(out, 0) if out else np.zeros((0, len(RADAR_FIELDS)))).astype(np.float32)
+    radar = (np.concatenate(out, 0) if out else np.zeros((0, len(RADAR_FIELDS)))).astype(np.float32)
+    if not meta: return radar
+    return radar, (np.concatenate(metas, 0) if metas else np.zeros((0, len(RADAR_META_FIELDS)))).astype(np.float32)
+
+def load_lidar(
+    nusc,                   # a `NuScenes` database
+    sample:dict,            # the `sample` record
+    nsweeps:int=3,          # LIDAR_TOP sweeps: the keyframe's and up to `nsweeps - 1` previous ones (Simple-BEV: its `nsweeps`, 3 by default)
+    min_distance:float=LIDAR_MIN_DISTANCE,  # drop points this close to the sensor (metres, `remove_close`)
+    max_points:int|None=None,  # keep the first `max_points` (keyframe sweep first); None: `LIDAR_POINTS_PER_SWEEP * nsweeps`
+)->np.ndarray:              # (Q, 4) float32 x, y, z (keyframe ego frame, metres), intensity
+    "LIDAR_TOP points over `nsweeps` sweeps, motion-compensated into the keyframe ego frame, as Simple-BEV's `get_lidar_data` (devkit `LidarPointCloud.from_file_multisweep`); raises `ValueError` for `nsweeps < 1`, `KeyError` naming a missing table row, `FileNotFoundError` naming a missing `.bin`."
+    from nuscenes.utils.data_classes import LidarPointCloud
+    if nsweeps < 1: raise ValueError(f"lidar sweeps must be >= 1, got {nsweeps}")
+    sd = table_row(nusc, 'sample_data', sample['data']['LIDAR_TOP'], f"sample {sample['token']} (LIDAR_TOP)")
+    ref = row_name('sample_data', sd)
+    ego_T_lidar = _pose_T(table_row(nusc, 'calibrated_sensor', sd['calibrated_sensor_token'], ref))
+    rec = sd
+    for _ in range(nsweeps):                      # name a missing file or row before the devkit's bare errors
+        r = row_name('sample_data', rec)
+        table_row(nusc, 'calibrated_sensor', rec['calibrated_sensor_token'], r); table_row(nusc, 'ego_pose', rec['ego_pose_token'], r)
+        f = os.path.join(nusc.dataroot, rec['filename'])
+        if not os.path.isfile(f): raise FileNotFoundError(f"lidar file of {r} not found: {f}")
+        if not rec['prev']: break
+        rec = table_row(nusc, 'sample_data', rec['prev'], f"the prev of {r}")
+    pc, _ = LidarPointCloud.from_file_multisweep(nusc, sample, 'LIDAR_TOP', 'LIDAR_TOP', nsweeps=nsweeps, min_distance=min_distance)
+    pc.transform(ego_T_lidar)                     # keyframe lidar frame -> keyframe ego frame
+    cap = LIDAR_POINTS_PER_SWEEP * nsweeps if max_points is None else int(max_points)
+    return pc.points[:4, :cap].T.astype(np.float32)
 
 # %% ../nbs/06_nuscenes.ipynb #ec3d35ee
 FIXTURE_CATEGORIES = {'car': 'vehicle.car', 'truck': 'vehicle.truck', 'bus': 'vehicle.bus.rigid', 'trailer': 'vehicle.trailer',
@@ -291,3 +332,31 @@ def keyframe_from_fixture(
         xyz = pts[:, :3] @ np.array(d['lidar']['lidar2ego'])[:3, :3].T + np.array(d['lidar']['lidar2ego'])[:3, 3]
         kf.lidar = np.concatenate([xyz, pts[:, 3:4]], 1).astype(np.float32)
     return kf
+
+# %% ../nbs/06_nuscenes.ipynb #c0d1e2a2
+CONDITION_TAGS = ('night', 'rain', 'fog')
+"Weather and lighting tags of scene descriptions, in the canonical order of a condition name ('night+rain')."
+_TAG_RE = re.compile(r'\b(' + '|'.join(CONDITION_TAGS) + ')')
+
+def scene_conditions(
+    description:str,    # a nuScenes `scene['description']`, e.g. "Night, after rain, turn left"
+)->set:                 # subset of {'night', 'rain', 'fog'}, or {'day'} when none is mentioned
+    "Weather and lighting tags of a scene description: words starting with night / rain / fog (case-insensitive); raises `TypeError` on a non-string."
+    if not isinstance(description, str): raise TypeError(f"scene_conditions: description must be a str, got {type(description).__name__}")
+    return set(_TAG_RE.findall(description.lower())) or {'day'}
+
+def scene_condition(
+    description:str,    # a nuScenes `scene['description']`
+)->str:                 # 'day' | 'night' | 'rain' | 'fog' | 'night+rain' | ... (tags in `CONDITION_TAGS` order, '+'-joined)
+    "One condition name per scene (for per-condition metrics): the tags of `scene_conditions` joined in canonical order."
+    tags = scene_conditions(description)
+    return '+'.join(t for t in CONDITION_TAGS if t in tags) or 'day'
+
+def scene_descriptions(
+    dataroot:str,      # nuScenes-format root
+    version:str,       # table folder, e.g. 'v1.0-trainval'
+)->dict:               # scene name -> description
+    "Scene names and descriptions from `<dataroot>/<version>/scene.json` (plain JSON, no devkit); raises `FileNotFoundError` naming the file."
+    f = Path(dataroot) / version / 'scene.json'
+    if not f.is_file(): raise FileNotFoundError(f"scene table not found: {f} (data.dataroot / data.version)")
+    return {s['name']: s.get('description', '') for s in json.loads(f.read_text())}

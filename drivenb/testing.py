@@ -49,7 +49,7 @@ def fixture_keyframe()->tuple:
 def _synthetic_keyframe():
     from drivenb.nusc import open_nuscenes, load_keyframe
     nusc = open_nuscenes(tiny_raw(Path(tempfile.mkdtemp(prefix='drivenb-kf-')) / 'raw', n_scenes=1, n_keyframes=2), 'v1.0-synth')
-    return load_keyframe(nusc, nusc.sample[0]['token'])
+    return load_keyframe(nusc, nusc.sample[0]['token'], with_lidar=True)
 
 def bev_params(
     frames,                   # converted frames (`tiny_frames()`)

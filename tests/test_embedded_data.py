@@ -10,7 +10,11 @@ def test_devkit_loads_embedded_dataset():
     from nuscenes.utils.data_classes import RadarPointCloud
     from drivenb.nusc import CAMERAS, RADARS
     nusc = NuScenes(version='v1.0-synth', dataroot=str(ROOT), verbose=False)
-    assert len(nusc.scene) >= 4 and all(s['nbr_samples'] >= 40 for s in nusc.scene)
+    assert len(nusc.scene) >= 4 and all(s['nbr_samples'] >= 10 for s in nusc.scene)
+    from drivenb.nusc import scene_condition                 # every condition in the last 20 % (val: auto) and before
+    names = sorted(s['name'] for s in nusc.scene); nval = max(1, round(0.2 * len(names)))
+    cond = {s['name']: scene_condition(s['description']) for s in nusc.scene}
+    assert {cond[n] for n in names[-nval:]} == {cond[n] for n in names[:-nval]} == {'day', 'night', 'rain', 'fog'}
     radar_pts, vehicles = [], 0
     for s in nusc.sample[::10]:
         assert set(CAMERAS) | set(RADARS) | {'LIDAR_TOP'} <= set(s['data'])

@@ -13,19 +13,31 @@ from ..config import load_params
 from ..io import atomic_write, atomic_write_json
 
 # %% auto #0
-__all__ = ['SENSORS', 'INHERITED', 'BUDGET', 'variant_params', 'run_training', 'run_variant', 'ablation_rows', 'ablation_table',
-           'plot_ablation', 'ablation_report', 'main']
+__all__ = ['SENSORS', 'INHERITED', 'BUDGET', 'sensors_of', 'variant_params', 'run_training', 'run_variant', 'ablation_rows',
+           'summarize', 'compare', 'ranks', 'ablation_table', 'condition_table', 'comparisons', 'comparison_lines',
+           'plot_ablation', 'radar_verdict', 'ablation_report', 'main']
 
 # %% ../../nbs/bev/80_ablate.ipynb #2b0e28e1
-SENSORS = {'camera': False, 'camera+radar': True}
-"Sensor sets a variant can use -> `model.use_radar`."
+_OFF = dict(use_radar=False, use_metaradar=False, use_lidar=False)
+SENSORS = {'camera': _OFF, 'camera+radar': {**_OFF, 'use_radar': True}, 'camera+lidar': {**_OFF, 'use_lidar': True},
+           'camera+metaradar': {**_OFF, 'use_radar': True, 'use_metaradar': True}}
+"Sensor sets a variant can use -> the `model` flags (Simple-BEV's `use_radar`, `use_metaradar`, `use_lidar`; lidar and radar are exclusive, as there)."
+
+def sensors_of(
+    model:dict,   # a params `model` section
+)->str:           # its `SENSORS` name
+    "The sensor set of a `model` section (the inverse of `SENSORS`); raises `ValueError` for flags no sensor set has."
+    flags = {k: bool(model.get(k, False)) for k in _OFF}
+    for name, f in SENSORS.items():
+        if f == flags: return name
+    raise ValueError(f"model flags {flags} are none of the sensor sets {list(SENSORS)}")
 
 INHERITED = ('data.frames', 'grid', 'model.latent_dim', 'model.neck_channels', 'model.sampling', 'model.rand_flip',
              'model.weights', 'train.device', 'train.grad_acc', 'train.weight_decay', 'train.schedule', 'train.warmup', 'train.grad_clip',
              'train.amp', 'train.workers', 'train.val_every', 'train.ckpt_every', 'train.log_every', 'evaluate.bands', 'evaluate.batch_size')
 "Dotted params keys a variant takes from the study's params (the `ablate` stages in dvc.yaml list them as params)."
 
-BUDGET = ('iters', 'batch_size', 'lr', 'seed', 'image_height', 'image_width', 'nproc')
+BUDGET = ('iters', 'batch_size', 'lr', 'image_height', 'image_width', 'nproc')
 "Keys of the `ablation` section every variant shares (a fair comparison)."
 
 def _get(d:dict, key:str):
@@ -41,15 +53,16 @@ def variant_params(
     params='params.yaml',       # the study's params file or dict: `ablation` (the variant, the budget) and the `INHERITED` keys come from it
     variant:str='resnet18_cam', # the variant's name in `ablation.variants`: letters, digits, '_', '-', '.' (it names folders)
     encoder:str|None=None,      # timm encoder; None: the variant's in params (give it to try a variant params does not name)
-    sensors:str|None=None,      # 'camera' or 'camera+radar'; None: the variant's in params
-    runs:str='runs/ablation',   # checkpoints go to `<runs>/<variant>`
-    reports:str='reports/ablation',  # metrics and figures go to `<reports>/<variant>`
-    **budget,                   # overrides of the `ablation` budget: iters, batch_size, lr, seed, image_height, image_width, nproc
+    sensors:str|None=None,      # a `SENSORS` name: 'camera', 'camera+radar', 'camera+lidar', 'camera+metaradar'; None: the variant's in params
+    runs:str='runs/ablation',   # checkpoints go to `<runs>/<variant>/seed<seed>`
+    reports:str='reports/ablation',  # metrics and figures go to `<reports>/<variant>/seed<seed>`
+    seed:int|None=None,         # `train.seed` of this run; None: the first of `ablation.seeds`
+    **budget,                   # overrides of the `ablation` budget: iters, batch_size, lr, image_height, image_width, nproc
 )->dict:                        # complete params of the variant (as `load_params` returns)
     "Complete params of one ablation variant, from the study's params and the variant's name; raises `ValueError`/`KeyError` naming a bad variant name, an unknown variant, a bad sensor set or budget before anything runs."
     if not re.fullmatch(r'[A-Za-z0-9_.\-]+', str(variant)):
         raise ValueError(f"ablation variant name {variant!r} must be letters, digits, '_', '-' or '.' (it names folders)")
-    if sensors is not None and sensors not in SENSORS: raise ValueError(f"ablation variant {variant!r}: sensors must be one of {sorted(SENSORS)}, got {sensors!r}")
+    if sensors is not None and sensors not in SENSORS: raise ValueError(f"ablation variant {variant!r}: sensors must be one of {list(SENSORS)}, got {sensors!r}")
     bad = set(budget) - set(BUDGET)
     if bad: raise KeyError(f"ablation variant {variant!r}: unknown budget keys {sorted(bad)}; known: {list(BUDGET)}")
     base = load_params(params)
@@ -60,14 +73,16 @@ def variant_params(
     encoder, sensors = encoder or spec['encoder'], sensors or spec['sensors']
     for k in BUDGET:
         v = a[k]
-        if k != 'lr' and (isinstance(v, bool) or not isinstance(v, int) or v < (0 if k == 'seed' else 1)):
-            raise ValueError(f"ablation variant {variant!r}: {k} must be a whole number >= {0 if k == 'seed' else 1}, got {v!r}")
+        if k != 'lr' and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise ValueError(f"ablation variant {variant!r}: {k} must be a whole number >= 1, got {v!r}")
+    seed = base['ablation']['seeds'][0] if seed is None else seed
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0: raise ValueError(f"ablation variant {variant!r}: seed must be a whole number >= 0, got {seed!r}")
     over = {}
     for k in INHERITED: _set(over, k, _get(base, k))
-    run, rep = f"{runs}/{variant}", f"{reports}/{variant}"
+    run, rep = f"{runs}/{variant}/seed{seed}", f"{reports}/{variant}/seed{seed}"
     return load_params(over, {
-        'model': {'encoder': encoder, 'use_radar': SENSORS[sensors], 'image_size': [a['image_height'], a['image_width']]},
-        'train': {'iters': a['iters'], 'batch_size': a['batch_size'], 'lr': float(a['lr']), 'seed': a['seed'], 'nproc_per_node': a['nproc'],
+        'model': {'encoder': encoder, **SENSORS[sensors], 'image_size': [a['image_height'], a['image_width']]},
+        'train': {'iters': a['iters'], 'batch_size': a['batch_size'], 'lr': float(a['lr']), 'seed': seed, 'nproc_per_node': a['nproc'],
                   'val_every': min(a['iters'], base['train']['val_every']), 'out': run},
         'evaluate': {'checkpoint': f"{run}/best.pt", 'out': rep, 'figures': 2}})
 
@@ -107,110 +122,238 @@ def run_variant(
     t0 = time.time()
     s = run_training(pf, p['train']['nproc_per_node'], echo)
     m = evaluate(p, progress=False)
-    sensors = {v: k for k, v in SENSORS.items()}[p['model']['use_radar']]
-    row = dict(variant=run.name, encoder=p['model']['encoder'], sensors=sensors, params_count=s['params_count'],
+    sensors = sensors_of(p['model'])
+    row = dict(variant=run.parent.name, encoder=p['model']['encoder'], sensors=sensors, params_count=s['params_count'],
                **{k: v for k, v in m.items() if k.startswith('iou')},
                iters=s['steps'], batch_size=p['train']['batch_size'], image_size=p['model']['image_size'],
                seed=p['train']['seed'], nproc=p['train']['nproc_per_node'], device=s['device'],
                train_s=s['seconds'], samples_per_s=s['samples_per_s'], wall_s=round(time.time() - t0, 1),
-               val_frames=m['frames'])
+               val_frames=m['frames'], frames_by_condition=m.get('frames_by_condition', {}))
     atomic_write_json(rep / 'metrics.json', row)
     return row
 
 # %% ../../nbs/bev/80_ablate.ipynb #ef0e5ea5
 def ablation_rows(
-    params='params.yaml',          # study params (its `ablation.variants` names the rows, in order)
-    reports='reports/ablation',    # folder with `<variant>/metrics.json`
-)->list:                           # one dict per variant (`run_variant`'s row)
-    "Rows of the ablation's variants; raises `FileNotFoundError` naming a variant that has not run."
-    names = list(load_params(params)['ablation']['variants'])
+    params='params.yaml',          # study params (`ablation.variants` names the variants, in order; `ablation.seeds` the seeds)
+    reports='reports/ablation',    # folder with `<variant>/seed<k>/metrics.json`
+)->list:                           # one dict per (variant, seed) (`run_variant`'s row)
+    "Rows of every run of the ablation; raises `FileNotFoundError` naming a variant and seed that has not run."
+    p = load_params(params)
+    names, seeds = list(p['ablation']['variants']), list(p['ablation']['seeds'])
     if not names: raise ValueError("params ablation.variants is empty: name at least one variant (encoder, sensors)")
     rows = []
     for n in names:
-        f = Path(reports) / n / 'metrics.json'
-        if not f.is_file(): raise FileNotFoundError(f"{f} not found: ablation variant {n!r} has not run (dvc repro ablate@{n})")
-        rows.append(json.loads(f.read_text()))
+        for sd in seeds:
+            f = Path(reports) / n / f'seed{sd}' / 'metrics.json'
+            if not f.is_file(): raise FileNotFoundError(f"{f} not found: ablation variant {n!r} seed {sd} has not run (dvc repro ablate@{n}-{sd})")
+            rows.append(json.loads(f.read_text()))
     return rows
 
-def _bands(row:dict)->list: return [k for k in row if k.startswith('iou_')]
+def _iou_keys(row:dict)->list: return [k for k, v in row.items() if k.startswith('iou') and isinstance(v, (int, float))]
+
+def summarize(
+    rows:list,                     # `ablation_rows`
+)->list:                           # one dict per variant, in first-seen order: names, `n` seeds, `<iou key>` mean and `<iou key>_std`
+    "Mean and sample standard deviation over seeds of every IoU of each variant (NaN values are skipped)."
+    out = {}
+    for r in rows:
+        v = out.setdefault(r['variant'], dict(variant=r['variant'], encoder=r['encoder'], sensors=r['sensors'], params_count=r['params_count'],
+                                               iters=r['iters'], batch_size=r['batch_size'], image_size=r['image_size'], device=r['device'],
+                                               val_frames=r['val_frames'], frames_by_condition=r.get('frames_by_condition', {}), _runs=[]))
+        v['_runs'].append(r)
+    for v in out.values():
+        runs = v.pop('_runs')
+        v['seeds'] = [r['seed'] for r in runs]; v['n'] = len(runs)
+        v['train_s'] = float(np.mean([r['train_s'] for r in runs]))
+        for k in _iou_keys(runs[0]):
+            x = np.array([r.get(k, np.nan) for r in runs], np.float64); x = x[np.isfinite(x)]
+            v[k] = float(x.mean()) if len(x) else float('nan')
+            v[k + '_std'] = float(x.std(ddof=1)) if len(x) > 1 else 0.0
+            v[k + '_runs'] = [float(r.get(k, np.nan)) for r in runs]
+    return list(out.values())
+
+def compare(
+    a:dict, b:dict,                # two `summarize` entries
+    key:str='iou',                 # the metric, e.g. 'iou', 'iou_35_50m', 'iou_night'
+)->dict:                           # delta (a - b, mean), spread (std a + std b), resolved (bool), a and b's means
+    "Is `a` better or worse than `b` on `key` beyond the seed spread? Resolved: |delta| > std_a + std_b with >= 2 seeds each."
+    d = a.get(key, float('nan')) - b.get(key, float('nan'))
+    spread = a.get(key + '_std', 0.0) + b.get(key + '_std', 0.0)
+    ok = bool(np.isfinite(d) and a['n'] >= 2 and b['n'] >= 2 and abs(d) > spread)
+    return dict(key=key, a=a['variant'], b=b['variant'], mean_a=a.get(key, float('nan')), mean_b=b.get(key, float('nan')), delta=d, spread=spread, resolved=ok)
+
+def ranks(
+    summary:list,                  # `summarize`
+    key:str='iou',
+)->dict:                           # variant -> rank: 1 + the number of variants resolved better on `key`
+    "Ranks in which only resolved differences count: unresolved variants share a rank."
+    return {a['variant']: 1 + sum(compare(b, a, key)['resolved'] and b[key] > a[key] for b in summary if b is not a) for a in summary}
+
+# %% ../../nbs/bev/80_ablate.ipynb #ef0e5ea7
+def _pm(v:dict, k:str, nd:int=3)->str:
+    m = v.get(k, float('nan'))
+    return '-' if not np.isfinite(m) else f"{m:.{nd}f} ± {v.get(k + '_std', 0.0):.{nd}f}" if v['n'] > 1 else f"{m:.{nd}f}"
+
+def _bands(row:dict)->list: return [k for k in _iou_keys(row) if re.fullmatch(r'iou_[\d.]+_[\d.]+m', k)]
+def _conditions(row:dict)->list:
+    order = ['day', 'night', 'rain', 'fog', 'night+rain', 'night+fog', 'unknown']
+    cs = [k[4:] for k in _iou_keys(row) if re.fullmatch(r'iou_[a-z+]+', k) and not k.endswith('_std')]
+    return sorted(cs, key=lambda c: order.index(c) if c in order else len(order))
 
 def ablation_table(
-    rows:list,                     # `ablation_rows`
-)->str:                            # a Markdown table, one row per variant, ranked by val IoU
-    "Markdown table: variant, encoder, sensors, parameters, val IoU (rank), IoU by band, iterations, train time."
-    bands = _bands(rows[0])
-    order = sorted(range(len(rows)), key=lambda i: -rows[i]['iou'])
-    head = ['rank', 'variant', 'encoder', 'sensors', 'params (M)', 'val IoU'] + [b.replace('iou_', 'IoU ').replace('_', '-') for b in bands] + \
-           ['iters', 'batch', 'image', 'train (s)']
+    summary:list,                  # `summarize`
+)->str:                            # a Markdown table, one row per variant, by rank then mean IoU
+    "Markdown table: rank (resolved differences only), variant, encoder, sensors, parameters, val IoU and IoU by band (mean ± std over seeds), seeds, train time."
+    bands, rk = _bands(summary[0]), ranks(summary)
+    order = sorted(summary, key=lambda v: (rk[v['variant']], -v['iou']))
+    head = ['rank', 'variant', 'encoder', 'sensors', 'params (M)', 'val IoU'] + [b.replace('iou_', 'IoU ').replace('_', '-') for b in bands] + ['seeds', 'train (s)']
     lines = ['| ' + ' | '.join(head) + ' |', '|' + '|'.join(['---'] * len(head)) + '|']
-    for r_, i in enumerate(order, 1):
-        r = rows[i]
-        cells = [r_, r['variant'], r['encoder'], r['sensors'], f"{r['params_count'] / 1e6:.2f}", f"{r['iou']:.4f}"] + \
-                [f"{r[b]:.4f}" for b in bands] + [r['iters'], r['batch_size'], 'x'.join(map(str, r['image_size'])), f"{r['train_s']:.0f}"]
+    for v in order:
+        cells = [rk[v['variant']], v['variant'], v['encoder'], v['sensors'], f"{v['params_count'] / 1e6:.2f}", _pm(v, 'iou')] + \
+                [_pm(v, b) for b in bands] + [v['n'], f"{v['train_s']:.0f}"]
         lines.append('| ' + ' | '.join(map(str, cells)) + ' |')
     return '\n'.join(lines) + '\n'
 
+def condition_table(
+    summary:list,                  # `summarize`
+    far:str='iou_35_50m',          # the band shown per condition as well
+)->str:                            # a Markdown table: variant x (condition, condition at the far band), mean ± std
+    "IoU per scene condition (and per condition in the far band) of each variant, mean ± std over seeds; '' when no condition was evaluated."
+    conds = _conditions(summary[0])
+    if not conds: return ''
+    farl = far.replace('iou_', '').replace('_', '-')
+    head = ['variant', 'sensors'] + conds + [f"{c} {farl}" for c in conds]
+    lines = ['| ' + ' | '.join(head) + ' |', '|' + '|'.join(['---'] * len(head)) + '|']
+    for v in summary:
+        lines.append('| ' + ' | '.join([v['variant'], v['sensors']] + [_pm(v, f'iou_{c}') for c in conds] +
+                                       [_pm(v, f"iou_{c}_{far[4:]}") for c in conds]) + ' |')
+    fbc = summary[0].get('frames_by_condition', {})
+    return '\n'.join(lines) + '\n' + (f"\nVal frames per condition: {', '.join(f'{c} {n}' for c, n in fbc.items())}.\n" if fbc else '')
+
+def comparisons(
+    summary:list,                  # `summarize`
+    far:str='iou_35_50m',
+)->list:                           # `compare` dicts
+    "Each non-camera sensor variant vs the camera-only variant with its encoder (overall, far band, each condition, each condition far), and each variant vs the first on the overall IoU."
+    out, ref = [], summary[0]
+    conds = _conditions(ref)
+    for a in summary:
+        if a['sensors'] != 'camera':
+            for b in summary:
+                if b['sensors'] == 'camera' and b['encoder'] == a['encoder']:
+                    for k in ['iou', far] + [f'iou_{c}' for c in conds] + [f"iou_{c}_{far[4:]}" for c in conds]:
+                        if k in a and k in b: out.append(compare(a, b, k))
+        if a is not ref and not any(c['a'] == a['variant'] and c['b'] == ref['variant'] and c['key'] == 'iou' for c in out):
+            out.append(compare(a, ref, 'iou'))
+    return out
+
+def comparison_lines(
+    comps:list,                    # `comparisons`
+)->str:                            # Markdown bullet list
+    "One line per comparison: a vs b on key, delta, spread, resolved or not."
+    lab = lambda k: 'overall' if k == 'iou' else k[4:].replace('_', ' ').replace(' m', 'm')
+    return ''.join(f"- {c['a']} vs {c['b']}, {lab(c['key'])}: {c['mean_a']:.3f} vs {c['mean_b']:.3f}, "
+                   f"difference {c['delta']:+.3f}, seed spread {c['spread']:.3f}: "
+                   f"**{('better' if c['delta'] > 0 else 'worse') + ', resolved' if c['resolved'] else 'unresolved'}**\n" for c in comps)
+
 def plot_ablation(
-    rows:list,                     # `ablation_rows`
+    summary:list,                  # `summarize`
 ):                                 # a matplotlib figure
-    "Grouped bars: val IoU of each variant (all distances) and per distance band."
-    bands = _bands(rows[0]); keys = ['iou'] + bands
-    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(rows) + 2), 3.6))
-    x = np.arange(len(rows)); w = 0.8 / len(keys)
-    colors = ['k'] + list(plt.cm.viridis(np.linspace(0.25, 0.85, len(bands))))
-    for j, k in enumerate(keys):
-        lab = 'all (0-50 m)' if k == 'iou' else k.replace('iou_', '').replace('_', '-')
-        ax.bar(x + (j - (len(keys) - 1) / 2) * w, [r[k] for r in rows], w, label=lab, color=colors[j])
-    for i, r in enumerate(rows): ax.text(i - 0.4 + w / 2, r['iou'] + 0.01, f"{r['iou']:.3f}", ha='center', fontsize=7)
-    ax.set_xticks(x, [f"{r['encoder']}\n{r['sensors']}" for r in rows], fontsize=7)
-    ax.set_ylabel('val vehicle IoU'); ax.set_ylim(0, max(0.05, max(max(r[k] for k in keys) for r in rows) * 1.2))
-    ax.legend(fontsize=7, ncol=len(keys), loc='upper left'); ax.grid(axis='y', alpha=0.3)
-    r0 = rows[0]
-    ax.set_title(f"Ablation: {r0['iters']} steps x batch {r0['batch_size']}, images {'x'.join(map(str, r0['image_size']))}, seed {r0['seed']}", fontsize=9)
+    "Two panels: val IoU (all and per band) per variant, mean with a seed-spread bar and each seed's dot; IoU per scene condition."
+    bands, conds = _bands(summary[0]), _conditions(summary[0])
+    fig, axs = plt.subplots(1, 2 if conds else 1, figsize=(max(7, 1.2 * len(summary) + 2) * (2 if conds else 1), 3.8), squeeze=False)
+    x = np.arange(len(summary))
+    for ax, keys, labels in [(axs[0, 0], ['iou'] + bands, ['all (0-50 m)'] + [b[4:].replace('_', '-') for b in bands]),
+                             *([(axs[0, 1], [f'iou_{c}' for c in conds], conds)] if conds else [])]:
+        w = 0.8 / len(keys)
+        colors = plt.cm.viridis(np.linspace(0.1, 0.9, len(keys)))
+        for j, k in enumerate(keys):
+            xs = x + (j - (len(keys) - 1) / 2) * w
+            ax.bar(xs, [v.get(k, np.nan) for v in summary], w, yerr=[v.get(k + '_std', 0) for v in summary], capsize=2, label=labels[j],
+                   color='k' if (k == 'iou') else colors[j], alpha=0.85)
+            for xi, v in zip(xs, summary): ax.plot([xi] * len(v.get(k + '_runs', [])), v.get(k + '_runs', []), '.', color='tab:red', ms=3)
+        ax.set_xticks(x, [f"{v['variant']}\n{v['sensors']}" for v in summary], fontsize=7, rotation=20)
+        ax.set_ylabel('val vehicle IoU'); ax.legend(fontsize=7, ncol=len(keys), loc='upper left'); ax.grid(axis='y', alpha=0.3)
+        top = max([np.nanmax([v.get(k, 0) + v.get(k + '_std', 0) for v in summary]) for k in keys] + [0.05])
+        ax.set_ylim(0, top * 1.25)
+    v0 = summary[0]
+    axs[0, 0].set_title(f"mean ± std over {v0['n']} seeds (red: each seed); {v0['iters']} steps x batch {v0['batch_size']}", fontsize=9)
+    if conds: axs[0, 1].set_title('IoU by scene condition', fontsize=9)
     fig.tight_layout()
     return fig
 
 # %% ../../nbs/bev/80_ablate.ipynb #3f8116f8
+def radar_verdict(
+    summary:list,                  # `summarize`
+    far:str='iou_35_50m',
+)->str:                            # Markdown paragraph
+    "Does camera+radar beat camera-only (same encoder) beyond the seed spread overall, at night, in fog and at 35-50 m, as the paper reports? Says so with figures either way."
+    out = []
+    for a in summary:
+        if a['sensors'] != 'camera+radar': continue
+        for b in summary:
+            if b['sensors'] != 'camera' or b['encoder'] != a['encoder']: continue
+            res = []
+            for k, lab in [('iou', 'overall'), ('iou_night', 'at night'), ('iou_fog', 'in fog'), (far, f"at {far[4:].replace('_', '-')}")]:
+                if k not in a or k not in b: res.append(f"{lab}: not evaluated"); continue
+                c = compare(a, b, k)
+                res.append(f"{lab}: {c['delta']:+.3f} (spread {c['spread']:.3f}, {'resolved' if c['resolved'] else 'unresolved'})")
+            ok = [compare(a, b, k)['resolved'] and compare(a, b, k)['delta'] > 0 for k in ('iou', 'iou_night', 'iou_fog', far) if k in a and k in b]
+            verdict = ('beats camera-only beyond the seed spread in every case, as the paper reports for radar' if ok and all(ok) else
+                       'does not beat camera-only beyond the seed spread in every case at this budget' + ('' if any(ok) else ' (in none)'))
+            out.append(f"**Radar ({a['variant']} vs {b['variant']}).** Camera+radar {verdict}: " + '; '.join(res) + '.')
+    return '\n\n'.join(out) + ('\n' if out else '')
+
 def ablation_report(
     params='params.yaml',          # study params
-    reports='reports/ablation',    # folder with `<variant>/metrics.json`
+    reports='reports/ablation',    # folder with `<variant>/seed<k>/metrics.json`
     out='reports',                 # where ablation.md / .png / .json / .csv go
-)->list:                           # the rows
-    "Write `<out>/ablation.md`, `.png`, `.json` and `.csv` from the variants' metrics; raises like `ablation_rows`."
+)->list:                           # the `summarize` entries
+    "Write `<out>/ablation.md`, `.png`, `.json` and `.csv` from every run's metrics; raises like `ablation_rows`."
     p = load_params(params)
-    rows = ablation_rows(p, reports)
+    summary = summarize(ablation_rows(p, reports))
     out = Path(out)
     g = p['grid']
     frames = Path(p['data']['frames'])
     meta = json.loads((frames / 'meta.json').read_text()) if (frames / 'meta.json').is_file() else {}
     src = Path(meta.get('params', {}).get('dataroot', p['data']['dataroot']))
     if src.is_absolute() and src.resolve().is_relative_to(Path.cwd().resolve()): src = src.resolve().relative_to(Path.cwd().resolve())   # no machine's path in the report
-    devices = sorted({r['device'] for r in rows})
-    md = ["# Ablation: encoders and sensors\n",
-          f"Val vehicle IoU of each variant (Simple-BEV, arXiv 2206.07959), written by `drivenb-ablation-report` from "
-          f"`{reports}/<variant>/metrics.json`; each variant's executed notebook is `{reports}/<variant>/bev_variant.ipynb`.\n",
-          ablation_table(rows),
+    devices = sorted({v['device'] for v in summary})
+    v0 = summary[0]
+    md = ["# Ablation: encoders and sensors, over seeds\n",
+          f"Val vehicle IoU of each variant (Simple-BEV, arXiv 2206.07959), mean ± sample std over seeds {p['ablation']['seeds']}, "
+          f"written by `drivenb-ablation-report` from `{reports}/<variant>/seed<k>/metrics.json`; each run's executed notebook is "
+          f"`{reports}/<variant>/seed<k>/bev_variant.ipynb`. **Rank** counts only resolved differences: two variants are ranked apart when "
+          f"their means differ by more than the sum of their standard deviations (at least two seeds each); variants within that share a rank.\n",
+          ablation_table(summary),
           "![IoU per variant](ablation.png)\n",
+          "## By scene condition\n",
+          (condition_table(summary) or "No scene conditions were evaluated (the frames' scene table was not found).\n"),
+          radar_verdict(summary),
+          "## Which differences are resolved\n",
+          comparison_lines(comparisons(summary)),
           f"**Budget.** Every number above comes from the small embedded budget: data `{src}` ({p['data']['version']}), "
-          f"{rows[0]['iters']} steps x batch {rows[0]['batch_size']} ({rows[0]['iters'] * rows[0]['batch_size']} frames seen) on {', '.join(devices)}, "
-          f"images {'x'.join(map(str, rows[0]['image_size']))}, grid {'x'.join(map(str, g['shape']))} over "
+          f"{v0['iters']} steps x batch {v0['batch_size']} ({v0['iters'] * v0['batch_size']} frames seen) per run on {', '.join(devices)}, "
+          f"images {'x'.join(map(str, v0['image_size']))}, grid {'x'.join(map(str, g['shape']))} over "
           f"{g['bounds_x'][1] - g['bounds_x'][0]:.0f} x {g['bounds_y'][1] - g['bounds_y'][0]:.0f} m, random init (no pretrained weights), "
-          f"seed {rows[0]['seed']}, {rows[0]['val_frames']} val frames. "
+          f"seeds {p['ablation']['seeds']}, {v0['val_frames']} val frames. "
           f"It ranks variants on synthetic data within minutes on a CPU; it does not reproduce the paper's numbers. "
-          f"From random weights and a few hundred frames it ranks how fast each encoder starts to learn, not what it can reach "
-          f"(ConvNeXt's blocks start near identity, layer scale 1e-6, and need far longer). "
-          f"Differences smaller than the seed-to-seed spread (docs/ablation.md) are not a ranking.\n",
+          f"From random weights and a few hundred frames it ranks how fast each encoder starts to learn, not what it can reach. "
+          f"The same params give the same numbers on the same machine; another CPU type (AVX2 vs AVX-512) gives different ones "
+          f"(docs/ablation.md), which is why only differences beyond the seed spread are ranked.\n",
           "**The paper's runs.** `params-paper.yaml` holds the paper's settings, its `ablation` section included (real nuScenes, "
-          "448x800 images, 200x8x200 grid, 8 x 5 = 40 frames per step, 25k steps, bf16, 8 GPUs per variant; ImageNet weights via "
+          "448x800 images, 200x8x200 grid, 8 x 5 = 40 frames per step, 25k steps, bf16, 8 GPUs per variant, 3 seeds; ImageNet weights via "
           "`model.weights`): copy it over `params.yaml`, point `data.dataroot` at nuScenes and run `dvc repro ablation_report` "
-          "on a GPU machine (README, Ablations).\n"]
+          "on a GPU machine (docs/ablation.md).\n"]
     atomic_write(out / 'ablation.md', lambda f: f.write('\n'.join(md)), mode='w')
-    fig = plot_ablation(rows)
+    fig = plot_ablation(summary)
     atomic_write(out / 'ablation.png', lambda f: fig.savefig(f, format='png', dpi=110)); plt.close(fig)
-    atomic_write_json(out / 'ablation.json', {r['variant']: {k: r[k] for k in ['iou', *_bands(r), 'params_count', 'train_s']} for r in rows})
-    cols = ['variant', 'encoder', 'sensors', 'iou', *_bands(rows[0]), 'params_count', 'train_s']
-    atomic_write(out / 'ablation.csv', lambda f: f.write('\n'.join([','.join(cols)] + [','.join(str(r[c]) for c in cols) for r in rows]) + '\n'), mode='w')
-    return rows
+    keys = lambda v: [k for k in _iou_keys(v) if not k.endswith('_runs')]
+    atomic_write_json(out / 'ablation.json', {v['variant']: {**{k: v[k] for k in keys(v)}, 'n': v['n'], 'params_count': v['params_count'],
+                                                             'train_s': v['train_s']} for v in summary})
+    cols = ['variant', 'encoder', 'sensors', 'iou', 'iou_std', *_bands(v0), *[f'iou_{c}' for c in _conditions(v0)], 'n', 'params_count', 'train_s']
+    atomic_write(out / 'ablation.csv', lambda f: f.write('\n'.join([','.join(cols)] + [','.join(str(v.get(c, '')) for c in cols) for v in summary]) + '\n'), mode='w')
+    return summary
 
 # %% ../../nbs/bev/80_ablate.ipynb #a731ecde
 from fastcore.script import call_parse, Param
@@ -218,10 +361,10 @@ from fastcore.script import call_parse, Param
 @call_parse
 def main(
     params:Param("params.yaml to read", str)='params.yaml',
-    reports:Param("folder with <variant>/metrics.json", str)='reports/ablation',
+    reports:Param("folder with <variant>/seed<k>/metrics.json", str)='reports/ablation',
     out:Param("folder for ablation.md/.png/.json/.csv", str)='reports',
 ):
     "Summarize the ablation variants into reports/ablation.md, .png, .json and .csv (see nbs/bev/80_ablate.ipynb)."
     from drivenb.cli import cli_run
-    rows = cli_run(lambda: ablation_report(params, reports, out))
-    print(ablation_table(rows), end='')
+    summary = cli_run(lambda: ablation_report(params, reports, out))
+    print(ablation_table(summary), end='')

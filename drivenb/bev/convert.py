@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 from ..geometry import VoxelGrid, scale_intrinsics
-from ..nusc import (Keyframe, CAMERAS, RADARS, RADAR_FIELDS, open_nuscenes, load_keyframe, sample_data_paths,
+from ..nusc import (Keyframe, CAMERAS, RADARS, RADAR_FIELDS, RADAR_META_FIELDS, LIDAR_POINTS_PER_SWEEP, LIDAR_MIN_DISTANCE, open_nuscenes, load_keyframe, sample_data_paths,
                           table_row, row_name, radar_sweep_records)
 from ..io import atomic_write, atomic_write_json, read_json
 from .targets import bev_targets
@@ -35,7 +35,7 @@ def convert_keyframe(
     raster:str='simplebev',  # target rasterization, see `bev_targets`
     face:str='top',          # box face rasterised, see `bev_targets` (official: top)
 )->dict:                     # arrays of the converted-frame format (DEVELOPERS.md)
-    "The arrays of one training frame: images, `pix_T_cams`, `ego_T_cams`, radar, BEV targets, vehicle boxes."
+    "The arrays of one training frame: images, `pix_T_cams`, `ego_T_cams`, radar (+ its meta fields), lidar x, y, z (`Keyframe.lidar`; (0, 3) without), BEV targets, vehicle boxes."
     H, W = int(image_size[0]), int(image_size[1])
     imgs = np.stack([load_image(p, (H, W)) for p in kf.image_paths])                       # S,H,W,3
     sx = W / kf.image_sizes[:, 0]; sy = H / kf.image_sizes[:, 1]
@@ -45,14 +45,15 @@ def convert_keyframe(
     boxes = np.array([[*b.center, b.wlh[1], b.wlh[0], b.wlh[2], b.orientation.yaw_pitch_roll[0], v, 0] for b, v in zip(vb, vis)],
                      np.float32).reshape(-1, 9)
     return dict(images=imgs, pix_T_cams=Ks.astype(np.float32), ego_T_cams=kf.ego_T_cams.astype(np.float32),
-                radar=kf.radar.astype(np.float32), boxes=boxes, token=np.array(kf.token), scene=np.array(kf.scene),
+                radar=kf.radar.astype(np.float32), radar_meta=kf.radar_meta.astype(np.float32).reshape(-1, len(RADAR_META_FIELDS)),
+                lidar=(np.zeros((0, 3)) if kf.lidar is None else kf.lidar[:, :3]).astype(np.float32), boxes=boxes, token=np.array(kf.token), scene=np.array(kf.scene),
                 timestamp=np.array(kf.timestamp, np.int64), **t)
 
 def save_frame(path, arrays:dict):
     "Write a converted frame as an uncompressed `.npz`, atomically."
     return atomic_write(path, lambda f: np.savez(f, **arrays))
 
-FRAME_KEYS = ('images', 'pix_T_cams', 'ego_T_cams', 'radar', 'boxes', 'token', 'scene', 'timestamp', 'seg', 'center', 'offset', 'valid')
+FRAME_KEYS = ('images', 'pix_T_cams', 'ego_T_cams', 'radar', 'radar_meta', 'lidar', 'boxes', 'token', 'scene', 'timestamp', 'seg', 'center', 'offset', 'valid')
 "The arrays every converted frame holds (`convert_keyframe`'s keys)."
 
 def frame_ok(
@@ -115,11 +116,11 @@ def check_calibration(
 _NUSC = None   # the database shared with forked workers
 
 def _work(args):
-    token, out_dir, image_size, grid, radar_sweeps, raster, face, ego_motion = args
+    token, out_dir, image_size, grid, radar_sweeps, raster, face, ego_motion, lidar_sweeps = args
     path = Path(out_dir) / 'frames' / f'{token}.npz'
     redo = path.exists()
     if redo and frame_ok(path): return token, 'skipped', 0
-    kf = load_keyframe(_NUSC, token, radar_sweeps=radar_sweeps, ego_motion=ego_motion)
+    kf = load_keyframe(_NUSC, token, radar_sweeps=radar_sweeps, ego_motion=ego_motion, lidar_sweeps=lidar_sweeps)
     arrays = convert_keyframe(kf, image_size, grid, raster, face)
     save_frame(path, arrays)                  # replaces a damaged frame atomically
     return token, 'reconverted' if redo else 'converted', len(arrays['boxes'])
@@ -135,6 +136,7 @@ def convert(
     face:str='top',           # box face rasterised (official: top), see `bev_targets`
     ego_motion:bool=False,    # compensate camera ego motion (official: no), see `drivenb.nusc.load_keyframe`
     val_scenes='auto',        # see `split_scenes`
+    lidar_sweeps:int=3,       # LIDAR_TOP sweeps stored per frame (`drivenb.nusc.load_lidar`, Simple-BEV: 3); 0: none
     workers:int=2,            # worker processes (0 = in this process)
     limit:int|None=None,      # convert only the first `limit` keyframes (quick looks)
     overwrite:bool=False,     # allow converting into a folder made with other params
@@ -148,9 +150,12 @@ def convert(
     if len(image_size) != 2 or min(image_size) < 8: raise ValueError(f"convert.image_size must be [H, W] of at least 8 pixels, got {image_size}")
     if raster not in ('simplebev', 'centre'): raise ValueError(f"convert.raster must be 'simplebev' or 'centre', got {raster!r}")
     if face not in ('top', 'bottom'): raise ValueError(f"convert.face must be 'top' or 'bottom', got {face!r}")
+    if int(lidar_sweeps) < 0: raise ValueError(f"convert.lidar_sweeps must be >= 0 (0: no lidar), got {lidar_sweeps}")
     params = dict(dataroot=str(Path(dataroot).resolve()), version=version, image_size=[int(v) for v in image_size],
                   grid=dict(bounds=grid.bounds, shape=grid.shape, axes=grid.axes), radar_sweeps=int(radar_sweeps), raster=raster, face=face, ego_motion=bool(ego_motion),
-                  val_scenes=val_scenes, limit=limit, cameras=list(CAMERAS), radar_fields=list(RADAR_FIELDS))
+                  val_scenes=val_scenes, limit=limit, cameras=list(CAMERAS), radar_fields=list(RADAR_FIELDS),
+                  radar_meta_fields=list(RADAR_META_FIELDS), lidar_sweeps=int(lidar_sweeps),
+                  lidar_rule=dict(min_distance=LIDAR_MIN_DISTANCE, points_per_sweep=LIDAR_POINTS_PER_SWEEP))
     params = json.loads(json.dumps(params))
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     pfile = out / 'params.json'
@@ -172,7 +177,7 @@ def convert(
     check_calibration(nusc, tokens, radar_sweeps)
     atomic_write_json(pfile, params)
     _NUSC = nusc
-    jobs = [(t, str(out), tuple(image_size), grid, radar_sweeps, raster, face, bool(ego_motion)) for t in tokens]
+    jobs = [(t, str(out), tuple(image_size), grid, radar_sweeps, raster, face, bool(ego_motion), int(lidar_sweeps)) for t in tokens]
     stats = {'converted': 0, 'reconverted': 0, 'skipped': 0}; nboxes = 0
     bar = tqdm(total=len(jobs), desc='convert', unit='frame', disable=not progress)
     if workers and workers > 0:
@@ -204,7 +209,8 @@ def convert_params(
     p = load_params(params, overrides)
     d, c = p['data'], p['convert']
     return convert(d['dataroot'], d['version'], d['frames'], image_size=c['image_size'], grid=p['grid'], radar_sweeps=c['radar_sweeps'],
-                   raster=c['raster'], face=c['face'], ego_motion=c['ego_motion'], val_scenes=d['val_scenes'], workers=c['workers'], **kw)
+                   raster=c['raster'], face=c['face'], ego_motion=c['ego_motion'], val_scenes=d['val_scenes'], workers=c['workers'],
+                   lidar_sweeps=c['lidar_sweeps'], **kw)
 
 # %% ../../nbs/bev/20_convert.ipynb #5407741e
 from fastcore.script import call_parse, Param, store_true

@@ -12,9 +12,19 @@ from ..geometry import VoxelGrid, invert_T
 from ..io import read_json
 
 # %% auto #0
-__all__ = ['radar_occupancy', 'FrameDataset', 'check_grid']
+__all__ = ['EXTRA_INPUTS', 'voxel_cells', 'radar_occupancy', 'lidar_occupancy', 'radar_features', 'model_inputs', 'FrameDataset',
+           'check_grid']
 
 # %% ../../nbs/bev/30_data.ipynb #550c89c9
+def voxel_cells(
+    points,          # (P, >=3) points, reference frame x, y, z in metres (extra columns ignored)
+    grid:VoxelGrid,  # the grid
+)->tuple:            # ((P, 3) int64 voxel indices (forward, vertical, lateral), (P,) bool inside the grid)
+    "Voxel of each point as Simple-BEV's `Vox_util.get_occupancy`: index = round(continuous cell coordinate), inside when every index is in range."
+    p = np.asarray(points, np.float64).reshape(len(points), -1)[:, :3]
+    cells = np.floor(grid.to_cells(p, dims=(0, 1, 2)) + 0.5).astype(np.int64)    # voxel index = round(mem coordinate)
+    return cells, np.all((cells >= 0) & (cells < np.array(grid.shape)), axis=1)
+
 def radar_occupancy(
     points,          # (P, >=3) radar points, reference frame x, y, z in metres (extra columns ignored)
     grid:VoxelGrid,  # the grid (its vertical band selects points)
@@ -23,11 +33,51 @@ def radar_occupancy(
     F, L = grid.bev_shape
     occ = np.zeros((1, F, L), np.float32)
     if len(points) == 0: return occ
-    p = np.asarray(points, np.float64)[:, :3]
-    cells = np.floor(grid.to_cells(p, dims=(0, 1, 2)) + 0.5).astype(np.int64)    # voxel index = round(mem coordinate)
-    ok = np.all((cells >= 0) & (cells < np.array(grid.shape)), axis=1)
+    cells, ok = voxel_cells(points, grid)
     occ[0, cells[ok, 0], cells[ok, 2]] = 1
     return occ
+
+def lidar_occupancy(
+    points,            # (Q, >=3) lidar points, reference frame x, y, z in metres (a frame's `lidar`)
+    grid:VoxelGrid,    # the grid
+    min_norm:float=1.0,  # points with |(x, y, z)| <= this (metres) are dropped, as the official `mag > 1` filter
+)->np.ndarray:         # (1, n0, n1, n2) float32 in {0, 1}
+    "Simple-BEV's lidar input (`run_model`: `voxelize_xyz` of the points farther than 1 m): 1 in every voxel holding a point."
+    occ = np.zeros((1, *grid.shape), np.float32)
+    if len(points) == 0: return occ
+    cells, ok = voxel_cells(points, grid)
+    ok &= np.linalg.norm(np.asarray(points, np.float64)[:, :3], axis=1) > min_norm
+    occ[0, cells[ok, 0], cells[ok, 1], cells[ok, 2]] = 1
+    return occ
+
+def radar_features(
+    points,          # (P, >=3) radar points, reference frame x, y, z in metres (a frame's `radar`)
+    feats,           # (P, D) float features of the same points (a frame's `radar_meta`, D = 16)
+    grid:VoxelGrid,  # the grid
+)->np.ndarray:       # (D, n0, n1, n2) float32, zero in empty voxels
+    "Simple-BEV's meta-radar voxels (`Vox_util.voxelize_xyz_and_feats`): each point inside the grid writes its D features into its voxel; where points share a voxel the last one in order wins (official: a random one). Raises `ValueError` when `points` and `feats` differ in length."
+    feats = np.asarray(feats, np.float32)
+    if feats.ndim != 2 or len(feats) != len(points):
+        raise ValueError(f"radar features must be (P, D) for the P = {len(points)} points, got {feats.shape}")
+    out = np.zeros((feats.shape[1], *grid.shape), np.float32)
+    if len(points) == 0: return out
+    cells, ok = voxel_cells(points, grid)
+    cells, feats = cells[ok], feats[ok]
+    lin = np.ravel_multi_index(cells.T, grid.shape)                   # (P',) voxel number
+    _, first_rev = np.unique(lin[::-1], return_index=True)             # first in reversed order = last in order
+    keep = len(lin) - 1 - first_rev
+    out[:, cells[keep, 0], cells[keep, 1], cells[keep, 2]] = feats[keep].T
+    return out
+
+# %% ../../nbs/bev/30_data.ipynb #3c9d2e04
+EXTRA_INPUTS = ('radar_meta', 'lidar_occ')
+"Inputs `FrameDataset` builds on request: meta-radar voxels (16, n0, n1, n2) and lidar occupancy (1, n0, n1, n2)."
+
+def model_inputs(
+    model:dict,      # a params `model` section (use_radar, use_metaradar, use_lidar)
+)->tuple:            # the `EXTRA_INPUTS` the model reads
+    "The extra `FrameDataset` inputs a model needs: ('radar_meta',) with meta-radar, ('lidar_occ',) with lidar, () otherwise."
+    return (('radar_meta',) if model.get('use_radar') and model.get('use_metaradar') else ()) + (('lidar_occ',) if model.get('use_lidar') else ())
 
 # %% ../../nbs/bev/30_data.ipynb #2507f00b
 class FrameDataset(Dataset):
@@ -36,7 +86,11 @@ class FrameDataset(Dataset):
         root:str|Path,        # a `drivenb-convert` output folder
         split:str='train',    # 'train' or 'val' (a file `splits/<split>.txt`)
         limit:int|None=None,  # use only the first `limit` frames
+        inputs=(),            # extra inputs to build, from `EXTRA_INPUTS` (`model_inputs(p['model'])`)
     ):
+        bad = sorted(set(inputs) - set(EXTRA_INPUTS))
+        if bad: raise ValueError(f"FrameDataset inputs {bad} unknown; choose from {list(EXTRA_INPUTS)}")
+        self.inputs = tuple(inputs)
         self.root = Path(root)
         if not (self.root / 'meta.json').is_file():
             raise FileNotFoundError(f"{self.root / 'meta.json'} not found: '{self.root}' is not a finished drivenb-convert output (run drivenb-convert)")
@@ -60,7 +114,7 @@ class FrameDataset(Dataset):
     def path(self, i:int)->Path: return self.root / 'frames' / f'{self.tokens[i]}.npz'
 
     def __getitem__(self, i:int)->dict:
-        "images (S,3,H,W) float32 in [0,1]; pix_T_cams (S,3,3); cams_T_ref (S,4,4); radar_occ (1,F,L); seg/center/valid (1,F,L); offset (2,F,L); token str."
+        "images (S,3,H,W) float32 in [0,1]; pix_T_cams (S,3,3); cams_T_ref (S,4,4); radar_occ (1,F,L); seg/center/valid (1,F,L); offset (2,F,L); token str; with `inputs`: radar_meta (16,F,V,L), lidar_occ (1,F,V,L) float32. Raises `ValueError` naming a frame that lacks an array an input needs."
         p = self.path(i)
         try:
             with np.load(p) as z: d = {k: z[k] for k in z.files}
@@ -71,7 +125,15 @@ class FrameDataset(Dataset):
                     cams_T_ref=torch.from_numpy(invert_T(d['ego_T_cams'].astype(np.float64)).astype(np.float32)),
                     radar_occ=torch.from_numpy(radar_occupancy(d['radar'], self.grid)),
                     seg=torch.from_numpy(d['seg']), center=torch.from_numpy(d['center']),
-                    offset=torch.from_numpy(d['offset']), valid=torch.from_numpy(d['valid']), token=str(d['token']))
+                    offset=torch.from_numpy(d['offset']), valid=torch.from_numpy(d['valid']), token=str(d['token']),
+                    **{k: torch.from_numpy(self._extra(k, d, p)) for k in self.inputs})
+
+    def _extra(self, k:str, d:dict, p)->np.ndarray:
+        "Build extra input `k` from the frame arrays `d` of file `p`."
+        need = {'radar_meta': ('radar', 'radar_meta'), 'lidar_occ': ('lidar',)}[k]
+        miss = [a for a in need if a not in d]
+        if miss: raise ValueError(f"converted frame {p} has no {miss} array (input {k!r}): converted before drivenb stored it; reconvert (drivenb-convert)")
+        return radar_features(d['radar'], d['radar_meta'], self.grid) if k == 'radar_meta' else lidar_occupancy(d['lidar'], self.grid)
 
     def boxes(self, i:int)->np.ndarray:
         "(N, 9) vehicle boxes of frame `i` in the ego frame: x, y, z, l, w, h, yaw, visibility, category."

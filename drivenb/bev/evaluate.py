@@ -17,13 +17,13 @@ from ..geometry import VoxelGrid
 from ..io import atomic_write, atomic_write_json, load_checkpoint
 from ..dist import to_device
 from ..viz import show_bev, save_figure, plot_cameras
-from ..nusc import CAMERAS
-from .data import FrameDataset, check_grid
+from ..nusc import CAMERAS, scene_condition, scene_descriptions
+from .data import FrameDataset, check_grid, model_inputs
 from .metrics import IoUMeter
 from .model import build_model, forward_batch
 
 # %% auto #0
-__all__ = ['validate', 'plot_frame', 'load_model', 'predict_seg', 'save_val_figures', 'evaluate', 'main']
+__all__ = ['validate', 'plot_frame', 'load_model', 'predict_seg', 'save_val_figures', 'frame_conditions', 'evaluate', 'main']
 
 # %% ../../nbs/bev/70_evaluate.ipynb #2bfa158b
 @torch.no_grad()
@@ -121,6 +121,20 @@ def save_val_figures(
         save_figure(plot_frame(x, prob, ds.grid, f"val frame {i} ({x['token'][:8]}), {what}"), paths[-1])
     return paths
 
+def frame_conditions(
+    ds,                  # a `FrameDataset`
+    dataroot:str,        # the nuScenes-format root the frames came from (`data.dataroot`)
+    version:str,         # its table folder (`data.version`)
+)->tuple:                # (token -> scene name, token -> condition); condition 'unknown' where the scene table is absent
+    "Each frame's scene (stored in the frame) and that scene's condition (`scene_condition` of its description in `<dataroot>/<version>/scene.json`)."
+    try: desc = scene_descriptions(dataroot, version)
+    except FileNotFoundError: desc = {}
+    scene, cond = {}, {}
+    for i, t in enumerate(ds.tokens):
+        with np.load(ds.path(i)) as z: scene[t] = str(z['scene'])
+        cond[t] = scene_condition(desc[scene[t]]) if scene[t] in desc else 'unknown'
+    return scene, cond
+
 def evaluate(
     params='params.yaml',       # params file or dict: data paths, `evaluate` section
     overrides:dict|None=None,   # nested overrides
@@ -130,8 +144,8 @@ def evaluate(
     "Evaluate a checkpoint on the val split; raises `FileNotFoundError` naming a missing checkpoint or frames folder."
     p = load_params(params, overrides); e = p['evaluate']
     ck = load_checkpoint(checkpoint or e['checkpoint'])
-    ds = FrameDataset(p['data']['frames'], 'val')
     cp = ck['params']
+    ds = FrameDataset(p['data']['frames'], 'val', inputs=model_inputs(cp['model']))   # the extra inputs the checkpoint's model reads (meta-radar, lidar)
     device = torch.device('cuda' if torch.cuda.is_available() and cp['train']['device'] != 'cpu' else 'cpu')
     model, _ = load_model(ck, ds.grid, device)
     amp = device.type == 'cuda' and cp['train']['amp'] != 'none'
@@ -139,10 +153,14 @@ def evaluate(
     metrics, meter = validate(model, ds, device, cp['model']['use_radar'], e['batch_size'], amp, e['bands'], progress=progress)
     dt = time.time() - t0
     out = Path(e['out'])
-    res = dict(metrics, frames=len(ds), checkpoint_step=int(ck['step']), encoder=cp['model']['encoder'],
-               use_radar=bool(cp['model']['use_radar']), seconds=round(dt, 1))
-    rows = ''.join(f"{t},{v:.6f}\n" for t, v in meter.frames)
-    atomic_write(out / 'per_frame.csv', lambda f: f.write('token,iou\n' + rows), mode='w')
+    src = (p['data']['dataroot'], p['data']['version'])
+    if not (Path(src[0]) / src[1] / 'scene.json').is_file(): src = (ds.meta['params']['dataroot'], ds.meta['params']['version'])   # where the frames came from
+    scene, cond = frame_conditions(ds, *src)
+    by_cond = meter.group_iou(cond)
+    res = dict(metrics, **by_cond, frames=len(ds), frames_by_condition={c: list(cond.values()).count(c) for c in sorted(set(cond.values()))},
+               checkpoint_step=int(ck['step']), encoder=cp['model']['encoder'], use_radar=bool(cp['model']['use_radar']), seconds=round(dt, 1))
+    rows = ''.join(f"{t},{scene[t]},{cond[t]},{v:.6f}\n" for t, v in meter.frames)
+    atomic_write(out / 'per_frame.csv', lambda f: f.write('token,scene,condition,iou\n' + rows), mode='w')
     save_val_figures(model, ds, cp['model']['use_radar'], out / 'figures', e['figures'], dict(meter.frames))
     atomic_write_json(out / 'metrics.json', res)
     return res

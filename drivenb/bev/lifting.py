@@ -50,7 +50,7 @@ def _project_camera(
     Hf:int, Wf:int,  # feature-map size, pixels
     sampling:str,
 ):  # ((B, N, 2) grid_sample coordinates float64, (B, N) bool validity)
-    "Project voxel centres into one camera (conventions, lifting steps 2-4)."
+    "Project voxel centres into one camera (docs/conventions.md, Lifting steps 2-4)."
     q = apply_T(cam_T_ref.double(), centres)                                  # B,N,3 camera frame
     uv, z = project_points(featpix_T_cam.double(), q)                        # B,N,2 pixels; B,N metres
     u, v = uv[..., 0], uv[..., 1]
@@ -139,7 +139,7 @@ def lift_cameras(
 )->torch.Tensor:              # (B, C, n0, n1, n2) = (B, C, forward, vertical, lateral), dtype of `feats`
     """Bilinearly lift camera features into `grid` and average over the cameras that see each voxel.
 
-    Implements conventions.md "Lifting" steps 1-5, equal to Simple-BEV's `Vox_util.unproject_image_to_mem`
+    Implements docs/conventions.md "Lifting" steps 1-5, equal to Simple-BEV's `Vox_util.unproject_image_to_mem`
     followed by `reduce_masked_mean(feats, |feats| > 0, dim=camera)` (`nets/segnet.py`): per element,
     `sum_s x_s / (1e-6 + #{s: |x_s| > 0})`, 0 where no camera sees the voxel. Memory: one `(B, C, N)`
     accumulator plus per-camera temporaries for the visible voxels only; it never holds a

@@ -33,6 +33,7 @@ class IoUMeter:
         "Zero the sums."
         self.inter = torch.zeros(1 + len(self.bands), dtype=torch.float64); self.union = torch.zeros_like(self.inter)
         self.frames = []   # (token, iou) per frame, NaN where a frame has no vehicle and no prediction
+        self.frame_sums = {}   # token -> (inter, union): (1 + bands,) float64 arrays, for IoU by any grouping of frames (`group_iou`)
 
     @torch.no_grad()
     def update(self,
@@ -50,8 +51,11 @@ class IoUMeter:
         self.inter += (i[:, None] & masks[None]).sum((0, 2, 3)).double()
         self.union += (u[:, None] & masks[None]).sum((0, 2, 3)).double()
         fi, fu = i.sum((1, 2)).double(), u.sum((1, 2)).double()
+        bi, bu = (i[:, None] & masks[None]).sum((2, 3)).double(), (u[:, None] & masks[None]).sum((2, 3)).double()   # B, 1+bands
         for b in range(len(fi)):
-            self.frames.append((tokens[b] if tokens is not None else len(self.frames), (fi[b] / fu[b]).item() if fu[b] > 0 else float('nan')))
+            tok = tokens[b] if tokens is not None else len(self.frames)
+            self.frames.append((tok, (fi[b] / fu[b]).item() if fu[b] > 0 else float('nan')))
+            self.frame_sums[tok] = (bi[b].numpy(), bu[b].numpy())
 
     def merge_(self, inter:torch.Tensor, union:torch.Tensor):
         "Replace the sums (after an all-reduce across ranks)."
@@ -62,4 +66,20 @@ class IoUMeter:
         iou = lambda k: (self.inter[k] / self.union[k]).item() if self.union[k] > 0 else float('nan')
         out = {'iou': iou(0)}
         for k, (lo, hi) in enumerate(self.bands): out[f'iou_{lo:g}_{hi:g}m'] = iou(k + 1)
+        return out
+
+    def group_iou(self,
+        group_of:dict,       # frame token -> group name (e.g. the scene's condition: 'day', 'night', 'rain', 'fog')
+    )->dict:                 # `iou_<group>` and `iou_<group>_<lo>_<hi>m` (summed over the group's frames, as `compute`)
+        "IoU of groups of this meter's frames (this process's frames only); raises `KeyError` naming a frame without a group."
+        sums = {}
+        for tok, (fi, fu) in self.frame_sums.items():
+            if tok not in group_of: raise KeyError(f"frame {tok!r} has no group in group_of ({len(group_of)} frames named)")
+            si, su = sums.setdefault(group_of[tok], [0.0, 0.0])
+            sums[group_of[tok]] = [si + fi, su + fu]
+        out = {}
+        for g in sorted(sums):
+            si, su = sums[g]
+            out[f'iou_{g}'] = float(si[0] / su[0]) if su[0] > 0 else float('nan')
+            for k, (lo, hi) in enumerate(self.bands): out[f'iou_{g}_{lo:g}_{hi:g}m'] = float(si[k + 1] / su[k + 1]) if su[k + 1] > 0 else float('nan')
         return out

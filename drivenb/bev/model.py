@@ -15,6 +15,7 @@ from torch.utils.checkpoint import checkpoint
 from ..geometry import VoxelGrid, scale_intrinsics
 from .lifting import lift_cameras, fold_vertical, SAMPLINGS
 from ..dist import dist_world, sum_over_ranks
+from .encoders import import_encoder_modules   # importing it registers drivenb's own encoders in timm (52_encoders)
 
 # %% auto #0
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'UpsamplingConcat', 'UpsamplingAdd', 'encoder_levels', 'keep_batchnorm_stats',
@@ -213,6 +214,7 @@ class Segnet(nn.Module):
                  latent_dim:int=128,          # feature channels C (image features, voxels, BEV)
                  use_radar:bool=False,        # concatenate radar occupancy (1 channel) before the BEV compressor
                  use_metaradar:bool=False,    # with use_radar: 16*n1 radar feature channels instead (Simple-BEV "meta-radar")
+                 use_lidar:bool=False,        # concatenate lidar occupancy (n1 channels) before the BEV compressor; not with use_radar
                  weights:str|None=None,       # local weights file for the timm encoder; None: random init (no download ever)
                  neck_channels:int=512,       # image-neck width (official 512; its EfficientNet encoders use 128)
                  sampling:str='simplebev',    # lifting sampling, see 45_lifting ('simplebev' or 'pixel_centre')
@@ -224,15 +226,16 @@ class Segnet(nn.Module):
             raise ValueError(f"image_size must be (H, W) of at least 8 pixels or None, got {image_size!r}")
         self.image_size = None if image_size is None else (int(image_size[0]), int(image_size[1]))
         if use_metaradar and not use_radar: raise ValueError("use_metaradar=True needs use_radar=True (as Simple-BEV)")
+        if use_lidar and use_radar: raise ValueError("use_lidar=True excludes use_radar=True (Simple-BEV: either lidar or radar, not both)")
         if sampling not in SAMPLINGS: raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
         self.grid, self.latent_dim, self.sampling, self.rand_flip = grid, latent_dim, sampling, rand_flip
-        self.use_radar, self.use_metaradar = use_radar, use_metaradar
+        self.use_radar, self.use_metaradar, self.use_lidar = use_radar, use_metaradar, use_lidar
         self.encoder = ImageEncoder(encoder, latent_dim, neck_channels, weights, recompute=recompute)
         mean, std = encoder_normalisation(self.encoder.backbone)          # the encoder's own (timm pretrained_cfg), not hard-coded
         self.register_buffer('mean', torch.tensor(mean).reshape(1, 3, 1, 1), persistent=False)
         self.register_buffer('std', torch.tensor(std).reshape(1, 3, 1, 1), persistent=False)
         n1 = grid.shape[1]
-        radar_ch = (16 * n1 if use_metaradar else 1) if use_radar else 0
+        radar_ch = n1 if use_lidar else (16 * n1 if use_metaradar else 1) if use_radar else 0   # official widths, see above
         self.bev_compressor = nn.Sequential(
             nn.Conv2d(latent_dim * n1 + radar_ch, latent_dim, kernel_size=3, padding=1, stride=1, bias=False),
             nn.InstanceNorm2d(latent_dim),
@@ -254,17 +257,28 @@ class Segnet(nn.Module):
         if tuple(radar_occ.shape) == (B, 1, n0, n2): return radar_occ.clamp(0, 1)
         raise ValueError(f"radar_occ must be (B, 1, n0, n2) = {(B, 1, n0, n2)} or (B, 1, n0, n1, n2), got {tuple(radar_occ.shape)}")
 
+    def _lidar_bev(self, lidar_occ, B):
+        "Lidar occupancy (B, 1, n0, n1, n2) -> (B, n1, n0, n2) channels (official `rad_occ_mem0.permute(0, 1, 3, 2, 4).reshape(B, Y, Z, X)`)."
+        n0, n1, n2 = self.grid.shape
+        if lidar_occ is None: raise ValueError("this Segnet has use_lidar=True: pass lidar_occ")
+        if tuple(lidar_occ.shape) != (B, 1, n0, n1, n2):
+            raise ValueError(f"lidar_occ must be (B, 1, n0, n1, n2) = {(B, 1, n0, n1, n2)}, got {tuple(lidar_occ.shape)}")
+        return fold_vertical(lidar_occ)                        # B,1,n0,n1,n2 -> B,n1,n0,n2
+
     def forward(self,
                 images:torch.Tensor,      # (B, S, 3, H, W) float RGB in [0, 1]
                 pix_T_cams:torch.Tensor,  # (B, S, 3, 3) (or 4x4) intrinsics at the image size H x W, pixels
                 cams_T_ref:torch.Tensor,  # (B, S, 4, 4) camera-from-reference rigid transforms
                 radar_occ:torch.Tensor|None=None,  # see above; required iff use_radar
+                lidar_occ:torch.Tensor|None=None,  # (B, 1, n0, n1, n2) lidar occupancy; required iff use_lidar
                )->dict:                   # seg, center: (B, 1, n0, n2) logits; offset: (B, 2, n0, n2) cells; feat: (B, C, n0, n2)
         "Camera images (and radar) to BEV outputs, steps 1-6 above. Raises ValueError on bad image or radar inputs."
         if images.ndim != 5 or images.shape[2] != 3 or not images.is_floating_point():
             raise ValueError(f"images must be float (B, S, 3, H, W) in [0, 1], got {images.dtype} {tuple(images.shape)}")
         if radar_occ is not None and not self.use_radar:
             raise ValueError("radar_occ given but this Segnet has use_radar=False")
+        if lidar_occ is not None and not self.use_lidar:
+            raise ValueError("lidar_occ given but this Segnet has use_lidar=False")
         B, S, _, H, W = images.shape
         x = images.reshape(B * S, 3, H, W)                                     # B,S,3,H,W -> B*S,3,H,W
         if self.image_size is not None and (H, W) != self.image_size:         # Simple-BEV resizes, then scales the intrinsics
@@ -281,6 +295,7 @@ class Segnet(nn.Module):
         feats = feats.reshape(B, S, *feats.shape[1:])                          # B*S,C,Hf,Wf -> B,S,C,Hf,Wf
         bev = fold_vertical(lift_cameras(feats, pix_T_cams, (H, W), cams_T_ref, self.grid, self.sampling))   # B,C,n0,n1,n2 -> B,C*n1,n0,n2 (no name holds the voxels past the radar concatenation)
         if self.use_radar: bev = torch.cat([bev, self._radar_bev(radar_occ, B).to(bev.dtype)], 1)   # B,C*n1+r,n0,n2
+        if self.use_lidar: bev = torch.cat([bev, self._lidar_bev(lidar_occ, B).to(bev.dtype)], 1)   # B,C*n1+n1,n0,n2
         flips = None
         if flip:   # Simple-BEV flips voxel dims Z (forward) and X (lateral), radar too; after folding: dims -2, -1
             flips = ((torch.rand(B) < 0.5).tolist(), (torch.rand(B) < 0.5).tolist())
@@ -297,18 +312,27 @@ def build_model(
     p:dict,              # complete params (`drivenb.config.load_params`): the `model` section is read
     grid:VoxelGrid,      # the grid of the frames the model runs on
 )->Segnet:
-    "The `Segnet` described by the params' `model` section on `grid` (random init unless `model.weights`)."
+    "The `Segnet` described by the params' `model` section on `grid` (random init unless `model.weights`). First imports `model.encoder_modules` (ImportError naming a module that fails), so encoders they register can be named."
     m = p['model']
+    import_encoder_modules(m.get('encoder_modules') or [])
     return Segnet(grid, encoder=m['encoder'], latent_dim=m['latent_dim'], neck_channels=m['neck_channels'], use_radar=m['use_radar'],
-                  sampling=m['sampling'], weights=m['weights'], rand_flip=m['rand_flip'], image_size=m.get('image_size'))
+                  use_metaradar=m.get('use_metaradar', False), use_lidar=m.get('use_lidar', False), sampling=m['sampling'], weights=m['weights'], rand_flip=m['rand_flip'], image_size=m.get('image_size'))
 
 def forward_batch(
     model,               # a `Segnet` (or one wrapped by DDP)
-    batch:dict,          # `FrameDataset` samples collated: images (B,S,3,H,W), pix_T_cams (B,S,3,3), cams_T_ref (B,S,4,4), radar_occ (B,1,F,L)
-    use_radar:bool,      # feed `radar_occ`
+    batch:dict,          # `FrameDataset` samples collated: images (B,S,3,H,W), pix_T_cams (B,S,3,3), cams_T_ref (B,S,4,4), radar_occ (B,1,F,L); radar_meta (B,16,F,V,L) / lidar_occ (B,1,F,V,L) for those models
+    use_radar:bool|None=None,  # the caller's `model.use_radar`, checked against the model's; None: the model's
 )->dict:                 # seg, center (B,1,F,L) logits, offset (B,2,F,L)
-    "Run the model on a batch dict from `FrameDataset`."
-    return model(batch['images'], batch['pix_T_cams'], batch['cams_T_ref'], batch['radar_occ'] if use_radar else None)
+    "Run the model on a batch dict from `FrameDataset`, feeding the sensor inputs its flags ask for; raises `ValueError` when `use_radar` contradicts the model or the batch lacks an input (build the dataset with `model_inputs`)."
+    net = getattr(model, 'module', model)                   # DDP wraps the Segnet
+    if use_radar is not None and bool(use_radar) != net.use_radar:
+        raise ValueError(f"forward_batch: use_radar={use_radar} but the model has use_radar={net.use_radar}")
+    def get(k):
+        if k not in batch: raise ValueError(f"the batch has no {k!r}, which this model needs: build the FrameDataset with inputs=model_inputs(params['model'])")
+        return batch[k]
+    radar = (get('radar_meta') if net.use_metaradar else get('radar_occ')) if net.use_radar else None
+    if getattr(net, 'use_lidar', False): return model(batch['images'], batch['pix_T_cams'], batch['cams_T_ref'], radar, lidar_occ=get('lidar_occ'))
+    return model(batch['images'], batch['pix_T_cams'], batch['cams_T_ref'], radar)
 
 # %% ../../nbs/bev/50_model.ipynb #41c2bc0f
 def masked_mean(

@@ -6,7 +6,7 @@
 from __future__ import annotations
 from ..train import Task, register_task
 from ..io import data_version
-from .data import FrameDataset, check_grid
+from .data import FrameDataset, check_grid, model_inputs
 from .model import build_model, forward_batch
 from .evaluate import validate, save_val_figures
 
@@ -16,7 +16,8 @@ __all__ = ['BEV', 'bev_datasets', 'bev_loss', 'bev_validate', 'bev_figures']
 # %% ../../nbs/bev/60_task.ipynb #8b2ffc02
 def bev_datasets(p:dict)->tuple:
     "(train, val) `FrameDataset`s of `data.frames`; raises `ValueError` when the params grid is not the frames' grid, `FileNotFoundError` naming missing frames."
-    tr, va = FrameDataset(p['data']['frames'], 'train'), FrameDataset(p['data']['frames'], 'val')
+    ins = model_inputs(p['model'])                       # the sensor voxels the model reads (meta-radar, lidar), built per sample
+    tr, va = FrameDataset(p['data']['frames'], 'train', inputs=ins), FrameDataset(p['data']['frames'], 'val', inputs=ins)
     check_grid(p['grid'], tr.grid, p['data']['frames'])
     return tr, va
 

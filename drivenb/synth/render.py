@@ -5,11 +5,11 @@
 # %% ../../nbs/synth/20_render.ipynb #6c1e2f03
 from __future__ import annotations
 import numpy as np
-from .world import World, KIND_BUILDING
+from .world import World, KIND_BUILDING, HEADLIGHT_POS
 
 # %% auto #0
 __all__ = ['WHITE_PAINT', 'YELLOW_PAINT', 'ray_box_intersect', 'value_noise', 'ground_albedo', 'sky_color', 'box_albedo',
-           'box_normals', 'render_camera']
+           'box_normals', 'artificial_light', 'camera_effects', 'render_camera']
 
 # %% ../../nbs/synth/20_render.ipynb #b916eddf
 def ray_box_intersect(
@@ -103,12 +103,12 @@ def sky_color(
     world:World,
     d,          # (P, 3) ray directions, global
 )->np.ndarray:  # (P, 3) colour in [0, 1]
-    "Sky gradient from `sky_horizon` to `sky_zenith` with elevation, plus a glow around the sun."
+    "Sky gradient from `sky_horizon` to `sky_zenith` with elevation, plus a glow around the sun (`sky_glow`)."
     dn = d / np.linalg.norm(d, axis=-1, keepdims=True)
     e = np.clip(dn[:, 2], 0, 1)[:, None]
     col = world.sky_horizon + (world.sky_zenith - world.sky_horizon) * e ** 0.6
     glow = np.clip(dn @ world.sun, 0, 1)[:, None] ** 48
-    return np.clip(col + 0.35 * glow * np.array([1, 0.95, 0.85]), 0, 1)
+    return np.clip(col + world.sky_glow * glow * np.array([1, 0.95, 0.85]), 0, 1)
 
 def box_albedo(
     world:World,
@@ -156,7 +156,65 @@ def box_normals(
     n[axis == 2, 2] = 1
     return n * sgn[:, None]
 
+def artificial_light(
+    world:World,
+    t:float,    # time since the scene start, seconds (places the ego's headlights)
+    p,          # (P, 3) surface points, global frame, metres
+    n,          # (P, 3) unit outward surface normals, global frame
+)->np.ndarray:  # (P,) irradiance in units of full daylight (adds to `ambient + diffuse * cos`)
+    """Light of the ego's low beams and the street lamps (night): each a point source with `cos(incidence) / r^2`
+    falloff; the beams have a Gaussian profile around the ego's heading: 20 deg (1 sigma) horizontally, vertically
+    peaked 1.5 deg below horizontal (5 deg below, 4 deg above: low beams light the road and the lower part of vehicles).
+    No shadows. Zero (and nothing computed) when the world has no lights."""
+    p, n = np.asarray(p, np.float64), np.asarray(n, np.float64)
+    E = np.zeros(len(p))
+    if world.headlight > 0:
+        gTe = world.global_T_ego(t)
+        src = gTe[:3, :3] @ np.array(HEADLIGHT_POS) + gTe[:3, 3]
+        v = p - src                                                 # P, 3 lamp -> point, global
+        q = v @ gTe[:3, :3]                                         # P, 3 the same in ego axes
+        r2 = np.maximum((v ** 2).sum(1), 1.0)
+        az, el = np.arctan2(q[:, 1], q[:, 0]), np.arctan2(q[:, 2], np.hypot(q[:, 0], q[:, 1]))
+        de = el - np.radians(-1.5)                                   # the beam peaks 1.5 deg below horizontal
+        prof = np.exp(-0.5 * (az / np.radians(20)) ** 2) * np.exp(-0.5 * (de / np.radians(np.where(de < 0, 5., 4.))) ** 2) * (q[:, 0] > 0)
+        cos = np.clip(-(v * n).sum(1) / np.sqrt(r2), 0, None)
+        E += world.headlight * 100. * prof * cos / r2              # 1.0 on a surface facing the beams 10 m ahead
+    if world.lamp_power > 0 and len(world.lamps):
+        L = world.lamps[np.linalg.norm(world.lamps[:, :2] - p[:, :2].mean(0), axis=1) < 120]
+        for l in L:                                                  # few lamps: a loop keeps memory at O(P)
+            v = l - p; r2 = np.maximum((v ** 2).sum(1), 1.0)
+            E += world.lamp_power * np.clip((v * n).sum(1), 0, None) / r2 ** 1.5
+    return E
+
 # %% ../../nbs/synth/20_render.ipynb #336d9507
+def camera_effects(
+    world:World,
+    img,                # (H, W, 3) float linear image in [0, 1] (after shading and haze)
+    t:float,            # time since the scene start, seconds (seeds the noise)
+    noise_seed:int=0,   # camera index or any int (seeds the noise)
+)->np.ndarray:          # (H, W, 3) float image, not clipped
+    """The condition's camera degradations, in the order they happen: rain streaks in front of the scene, veiling
+    glare (contrast about the image mean), then Poisson-Gaussian sensor noise `sigma^2 = read^2 + shot * signal`
+    (Foi et al. 2008). A clear day has none and draws no random numbers."""
+    if world.streaks <= 0 and world.contrast == 1 and world.noise_read <= 0 and world.noise_shot <= 0: return img
+    rng = np.random.default_rng([world.seed, world.index, int(round(t * 1000)), noise_seed, 2])
+    img = img.copy(); H, W = img.shape[:2]
+    if world.streaks > 0:
+        tone = min(1.6 * float(img.mean()) + 0.08, 1.0)             # streaks catch the scene's own light
+        for _ in range(world.streaks):
+            x0, y0, L = rng.uniform(0, W), rng.uniform(-10, H), rng.uniform(0.05, 0.12) * H
+            k = np.linspace(0, 1, max(int(L), 2))
+            xs, ys = np.round(x0 + 0.25 * L * k).astype(int), np.round(y0 + L * k).astype(int)
+            ok = (xs >= 0) & (xs < W) & (ys >= 0) & (ys < H)
+            a = rng.uniform(0.12, 0.3)
+            img[ys[ok], xs[ok]] = (1 - a) * img[ys[ok], xs[ok]] + a * tone
+    if world.contrast != 1:
+        img = img.mean() + world.contrast * (img - img.mean())
+    if world.noise_read > 0 or world.noise_shot > 0:
+        sigma = np.sqrt(world.noise_read ** 2 + world.noise_shot * np.clip(img, 0, 1))
+        img = img + sigma * rng.standard_normal(img.shape)
+    return img
+
 def render_camera(
     world:World,
     t:float,            # time since the scene start, seconds
@@ -166,8 +224,9 @@ def render_camera(
     boxes:dict=None,    # `world.boxes_at(t)` (computed if None)
     max_range:float=150.0,  # boxes farther than this (m, horizontally) are not drawn
     near:float=0.1,     # near plane, metres
+    noise_seed:int=0,   # with (seed, index, t) seeds the camera noise and rain streaks (the writer passes the camera's index)
 )->dict:                # image (H, W, 3) uint8 RGB; ids (H, W) int32 box index, -1 sky, -2 ground; depth (H, W) float32 m; silhouette (B,) int64
-    "Ray-cast one camera image of the world at time `t`: boxes (nearest hit wins), ground, sky, haze."
+    "Ray-cast one camera image of the world at time `t`: boxes (nearest hit wins), ground, sky, haze, then `camera_effects`."
     bx = world.boxes_at(t) if boxes is None else boxes
     B = len(bx['yaw'])
     gTc = world.global_T_ego(t) @ ego_T_cam
@@ -228,13 +287,17 @@ def render_camera(
         cb, sb = np.cos(bx['yaw'][b]), np.sin(bx['yaw'][b])
         local = np.stack([cb * rel[:, 0] + sb * rel[:, 1], -sb * rel[:, 0] + cb * rel[:, 1], rel[:, 2]], -1)
         alb, glass = box_albedo(world, bx['kind'][b], bx['color'][b], local, bx['half'][b], face[m])
-        lam = world.ambient + world.diffuse * np.clip(box_normals(bx['yaw'][b], face[m]) @ world.sun, 0, None)
-        img[m] = alb * np.where(glass, 0.75 + 0.25 * lam, lam)[:, None]
+        nrm = box_normals(bx['yaw'][b], face[m])
+        lam = world.ambient + world.diffuse * np.clip(nrm @ world.sun, 0, None)
+        if world.headlight > 0 or world.lamp_power > 0: lam = lam + artificial_light(world, t, p[m], nrm)
+        img[m] = alb * np.where(glass, world.glass_reflect + 0.25 * lam, lam)[:, None]
     g = ids == -2
     if g.any():
         fp = depth[g] / fx * np.linalg.norm(dc[g], axis=-1) / np.maximum(np.abs(dg[g][:, 2]) / np.linalg.norm(dg[g], axis=-1), 0.05) ** 0.5
         alb = ground_albedo(world, p[g][:, 0], p[g][:, 1], fp)
         shade = np.full(g.sum(), world.ambient + world.diffuse * max(world.sun[2], 0))
+        if world.headlight > 0 or world.lamp_power > 0:
+            shade = shade + artificial_light(world, t, p[g], np.broadcast_to([0., 0., 1.], (g.sum(), 3)))
         # soft blob under agents, shifted away from the sun
         pg = p[g]
         a_c = bx['centre'][:bx['n_agents']]
@@ -253,5 +316,6 @@ def render_camera(
     dist = depth[hit] * np.linalg.norm(dc[hit], axis=-1)
     haze = 1 - np.exp(-dist / world.fog)
     img[hit] = img[hit] * (1 - haze[:, None]) + world.sky_horizon * haze[:, None]
+    img = camera_effects(world, img, t, noise_seed)
     image = np.clip(np.round(img * 255), 0, 255).astype(np.uint8)
     return dict(image=image, ids=ids, depth=depth.astype(np.float32), silhouette=sil)

@@ -31,9 +31,10 @@ def radar_scan(
     ego_T_radar,        # (4, 4) radar -> ego
     rng:np.random.Generator,  # noise and cluster sampling
     boxes:dict=None,    # `world.boxes_at(t)` (computed if None)
-    clutter_rate:float=3.0,   # mean number of random clutter points (one is always added)
+    clutter_rate:float=3.0,   # mean number of random clutter points (one is always added), times the world's `radar_clutter`
 )->tuple:               # (points (P,) structured RADAR_DTYPE in the radar frame, box index (P,) int (-1 clutter))
-    "Simulate one radar sweep: clusters on visible box faces with radial velocities and RCS, plus clutter."
+    """Simulate one radar sweep: clusters on visible box faces with radial velocities and RCS, plus clutter. Rain
+    (`world.radar_pd` < 1, `world.radar_clutter` > 1) drops a few clusters and adds clutter; day, night and fog radars are identical."""
     bx = world.boxes_at(t) if boxes is None else boxes
     gTr = world.global_T_ego(t) @ ego_T_radar
     R, o = gTr[:3, :3], gTr[:3, 3]
@@ -50,9 +51,10 @@ def radar_scan(
         k = int(bx['kind'][b])
         lam = CLUSTERS_BY_KIND[k] * (1 + len(rays) / 25) if k < 10 else CLUSTERS_BY_KIND[k] * len(rays) / 8
         n = min(len(rays), rng.poisson(lam))
+        if world.radar_pd < 1: n = int(rng.binomial(n, world.radar_pd))
         for r in rng.choice(rays, n, replace=False):
             pts.append((rng_[r] + rng.normal(0, 0.15), az[r] + np.radians(rng.normal(0, 0.3)), k)); src.append(b)
-    n_cl = 1 + rng.poisson(clutter_rate)
+    n_cl = 1 + rng.poisson(clutter_rate * world.radar_clutter)
     for _ in range(n_cl):
         a = np.radians(rng.uniform(-60, 60))
         pts.append((rng.uniform(3, float(radar_max_range(a))), a, -1)); src.append(-1)

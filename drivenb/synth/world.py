@@ -5,13 +5,15 @@
 # %% ../../nbs/synth/10_world.ipynb #4f1c2d33
 from __future__ import annotations
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 import numpy as np
 from ..geometry import make_T
+from ..nusc import CONDITION_TAGS, scene_condition
 
 # %% auto #0
-__all__ = ['CATEGORIES', 'CATEGORY_INFO', 'VEHICLE_KINDS', 'KIND_BUILDING', 'KIND_POLE', 'KIND_TRUNK', 'KIND_CROWN', 'EGO_EXTENT',
-           'World', 'make_world', 'toy_world']
+__all__ = ['CATEGORIES', 'CATEGORY_INFO', 'VEHICLE_KINDS', 'KIND_BUILDING', 'KIND_POLE', 'KIND_TRUNK', 'KIND_CROWN', 'CONDITIONS',
+           'EGO_EXTENT', 'HEADLIGHT_POS', 'condition_tags', 'condition_prefix', 'World', 'make_world',
+           'apply_condition', 'toy_world']
 
 # %% ../../nbs/synth/10_world.ipynb #467519e0
 CATEGORIES = ('vehicle.car', 'vehicle.truck', 'vehicle.bus.rigid', 'human.pedestrian.adult')  # agent kind = index
@@ -23,6 +25,29 @@ CATEGORY_INFO = {  # name: (lidarseg index, description, mean size (w, l, h) m, 
 }
 VEHICLE_KINDS = (0, 1, 2)
 KIND_BUILDING, KIND_POLE, KIND_TRUNK, KIND_CROWN = 10, 11, 12, 13   # clutter box kinds (not annotated)
+
+# %% ../../nbs/synth/10_world.ipynb #c0d1e2f4
+CONDITIONS = ('day', 'night', 'rain', 'fog', 'night+rain', 'night+fog')   # conditions the synthetic world renders
+
+def condition_tags(
+    condition:str,      # 'day' or tags of `CONDITION_TAGS` joined by '+' (any order), e.g. 'rain+night'
+)->tuple:               # the tags in canonical order, () for 'day'
+    "Parse a condition name; raises `ValueError` naming the bad tag."
+    if not isinstance(condition, str) or not condition:
+        raise ValueError(f"condition must be 'day' or tags of {CONDITION_TAGS} joined by '+', got {condition!r}")
+    if condition == 'day': return ()
+    parts = condition.split('+')
+    bad = [t for t in parts if t not in CONDITION_TAGS]
+    if bad or len(set(parts)) != len(parts) or ('rain' in parts and 'fog' in parts):
+        raise ValueError(f"condition must be 'day' or tags of {CONDITION_TAGS} joined by '+' (rain and fog not together), got {condition!r}")
+    return tuple(t for t in CONDITION_TAGS if t in parts)
+
+def condition_prefix(
+    condition:str,      # a condition name (see `condition_tags`)
+)->str:                 # e.g. 'Night, rain, ' ('' for day), to start a scene description with
+    "The nuScenes-style description tags of a condition: capitalised first tag, comma-separated, trailing ', '."
+    tags = condition_tags(condition)
+    return (', '.join(tags).capitalize() + ', ') if tags else ''
 
 # %% ../../nbs/synth/10_world.ipynb #87bcf7ab
 EGO_EXTENT = (-1.0, 4.0, 1.9)  # ego body: rear and front end along ego x, width (m); origin at the rear axle
@@ -50,11 +75,23 @@ class World:
     c_centre: np.ndarray; c_yaw: np.ndarray; c_lwh: np.ndarray; c_color: np.ndarray; c_kind: np.ndarray
     # appearance
     sun: np.ndarray         # (3,) unit vector towards the sun, global
-    ambient: float; diffuse: float
+    ambient: float; diffuse: float   # Lambert shading = ambient + diffuse * cos(sun incidence) (+ artificial light at night)
     sky_zenith: np.ndarray; sky_horizon: np.ndarray   # (3,) colours
-    fog: float              # fog distance, metres (haze = 1 - exp(-dist / fog))
+    fog: float              # extinction length 1 / sigma, metres: haze = 1 - exp(-dist / fog); visibility = 3.912 fog (Koschmieder)
     asphalt: np.ndarray; verge: np.ndarray           # (3,) ground albedos
     crosswalk_every: float; crosswalk_phase: float   # crosswalks at s = phase + k * every
+    # weather and lighting (`CONDITIONS`); the defaults are a clear day (see `apply_condition`)
+    condition: str = 'day'  # canonical condition name: 'day' or '+'-joined tags of `CONDITION_TAGS`, e.g. 'night+rain'
+    headlight: float = 0.   # ego low beams: irradiance on a surface facing them 10 m ahead, in units of full daylight (0 = off)
+    lamps: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))  # (L, 3) street lamp positions, global m (lit at night)
+    lamp_power: float = 0. # street lamp intensity: irradiance = lamp_power * cos(incidence) / r^2 (r metres)
+    glass_reflect: float = 0.75   # brightness of the sky reflected by glass (windows)
+    sky_glow: float = 0.35  # strength of the glow around the sun in the sky
+    contrast: float = 1.0   # image contrast about its mean (< 1: veiling glare of a wet windscreen)
+    noise_read: float = 0.; noise_shot: float = 0.   # camera noise: sigma^2 = read^2 + shot * signal (signal in [0, 1])
+    streaks: int = 0        # rain streaks drawn per camera image
+    radar_pd: float = 1.0   # probability that a radar cluster is reported (rain attenuation)
+    radar_clutter: float = 1.0  # factor on the radar clutter rate (rain backscatter)
 
     # -- road coordinates
     @property
@@ -135,8 +172,11 @@ def make_world(
     index:int,          # scene index (>= 0); the scene's randomness is `default_rng([seed, index])`
     n_keyframes:int=40, # keyframes in the scene (2 Hz); sets how far the ego drives
     span:float=150.0,   # agents and clutter are placed where they come within `span` m of the ego
+    condition:str='day',# weather and lighting, see `CONDITIONS` (e.g. 'night', 'night+rain'); raises ValueError if unknown
 )->World:
-    "Draw one scene: road layout, ego drive, agents and clutter, lighting. Deterministic in (seed, index, n_keyframes)."
+    """Draw one scene: road layout, ego drive, agents and clutter, lighting. Deterministic in (seed, index, n_keyframes,
+    condition); the layout and the day lighting do not depend on `condition` (`apply_condition` changes the lighting after)."""
+    tags = condition_tags(condition)
     rng = np.random.default_rng([seed, index])
     T = max(n_keyframes - 1, 0) * 0.5
     right_hand = bool(rng.random() < 0.7)
@@ -247,7 +287,7 @@ def make_world(
     ambient = 0.38 + 0.25 * cloud
     asphalt = np.array([0.33, 0.33, 0.34]) * rng.uniform(0.8, 1.15) + rng.uniform(-0.02, 0.02, 3)
     verge = np.array([0.33, 0.42, 0.22]) if rng.random() < 0.6 else np.array([0.5, 0.44, 0.34])
-    return World(seed=seed, index=index, origin=origin, heading=heading, lane_width=W, lanes_right=lanes_right,
+    w = World(seed=seed, index=index, origin=origin, heading=heading, lane_width=W, lanes_right=lanes_right,
                  lanes_left=lanes_left, park_right=park_r, park_left=park_l, sidewalk=sidewalk, right_hand=right_hand,
                  ego_s0=ego_s0, ego_d=ego_d, ego_speed=ego_speed, duration=T,
                  kind=np.array(kind, np.int64), wlh=np.array(wlh, np.float64).reshape(-1, 3),
@@ -257,6 +297,43 @@ def make_world(
                  sun=sun, ambient=ambient, diffuse=(1 - ambient) * (1 - 0.5 * cloud), sky_zenith=zenith, sky_horizon=horizon,
                  fog=float(rng.uniform(250, 600)), asphalt=np.clip(asphalt, 0, 1), verge=verge,
                  crosswalk_every=float(rng.uniform(90, 200)), crosswalk_phase=float(rng.uniform(0, 200)))
+    return apply_condition(w, tags) if tags else w
+
+# %% ../../nbs/synth/10_world.ipynb #c1d2e3f5
+HEADLIGHT_POS = (3.8, 0.0, 0.7)   # ego low beams, ego frame metres (one lamp at the front centre stands for the pair)
+
+def apply_condition(
+    w:World,        # a day world (from `make_world`), changed in place
+    tags:tuple,     # condition tags in canonical order (`condition_tags`), e.g. ('night', 'rain')
+)->World:           # `w`, with its lighting, sky, haze, camera and radar degradations set for the condition
+    "Set the lighting and sensor degradations of a condition on a day world (see the list above for the sources)."
+    rng = np.random.default_rng([w.seed, w.index, 1])
+    w.condition = '+'.join(tags) or 'day'
+    if 'night' in tags:
+        w.sun = np.array([0., 0., -1.]); w.ambient, w.diffuse = 0.02, 0.
+        w.sky_zenith, w.sky_horizon = np.array([0.008, 0.01, 0.025]), np.array([0.045, 0.04, 0.045])
+        w.sky_glow, w.glass_reflect = 0., 0.03
+        w.headlight = float(rng.uniform(0.9, 1.1))
+        pole = w.c_kind == KIND_POLE
+        w.lamps = w.c_centre[pole] + np.stack([np.zeros(pole.sum()), np.zeros(pole.sum()), w.c_lwh[pole, 2] / 2], -1)
+        w.lamp_power = float(rng.uniform(8, 14))
+        w.noise_read, w.noise_shot = 0.03, 0.004
+    if 'rain' in tags:
+        if 'night' not in tags:
+            w.sky_zenith, w.sky_horizon = np.array([0.5, 0.52, 0.55]), np.array([0.62, 0.63, 0.65])
+            w.ambient, w.diffuse, w.sky_glow, w.glass_reflect = 0.5, 0.12, 0., 0.55
+            w.noise_read = 0.012
+        w.asphalt = w.asphalt * 0.6; w.verge = w.verge * 0.8
+        w.fog = float(rng.uniform(250, 500)) / 3.912
+        w.contrast, w.streaks = 0.78, int(rng.integers(25, 45))
+        w.radar_pd, w.radar_clutter = 0.93, 1.4
+    if 'fog' in tags:
+        if 'night' not in tags:
+            w.sky_zenith = w.sky_horizon = np.array([0.74, 0.75, 0.77])
+            w.ambient, w.diffuse, w.sky_glow, w.glass_reflect = 0.62, 0.15, 0., 0.5
+            w.noise_read = 0.008
+        w.fog = float(rng.uniform(35, 55)) / 3.912
+    return w
 
 # %% ../../nbs/synth/10_world.ipynb #7a6b5c66
 def toy_world(

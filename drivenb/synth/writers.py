@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 from fastcore.script import call_parse
 from ..geometry import invert_T, apply_T
 from .rig import LIDAR, CAMERA_CHANNELS, RADAR_CHANNELS, sensor_rig
-from .world import World, CATEGORIES, CATEGORY_INFO, VEHICLE_KINDS, make_world
+from .world import World, CATEGORIES, CATEGORY_INFO, VEHICLE_KINDS, CONDITIONS, make_world, condition_tags, condition_prefix
 from .render import render_camera
 from .sensors import RADAR_PCD_FIELDS, RADAR_DTYPE, LIDAR_RINGS, radar_scan, lidar_scan
 
@@ -91,8 +91,8 @@ def _map_png(world:World, path):
 @dataclass(frozen=True)
 class SynthSpec:
     "What `write_dataset` generates; the same spec gives byte-identical files. Raises `ValueError` naming a bad field."
-    n_scenes:int=5            # number of scenes (logs), >= 1
-    n_keyframes:int=40        # keyframes (samples) per scene, 2 Hz, >= 2
+    n_scenes:int=20           # number of scenes (logs), >= 1; 20 so that the last 20 % (4 scenes) hold one of each default condition
+    n_keyframes:int=10        # keyframes (samples) per scene, 2 Hz, >= 2
     seed:int=0                # dataset seed, >= 0; scene `i` draws from `default_rng([seed, i])`
     width:int=256             # rendered image width, pixels in [16, 1600] (nuScenes 1600 x 0.16)
     height:int=144            # rendered image height, pixels in [9, 900] (nuScenes 900 x 0.16)
@@ -102,6 +102,11 @@ class SynthSpec:
     lidar_azimuths:int=50     # lidar rays per ring over 360 deg, in [1, 4000] (rings: `LIDAR_RINGS`); 4 x 50 x 20 B fits one 4 KiB block
     ann_range:float=60.0      # annotate agents whose centre is within this many metres of the ego along ego x and y, > 0
     version:str='v1.0-synth'  # table folder name, the devkit's `version` (starts with 'v', no '/')
+    conditions:tuple=('day', 'night', 'rain', 'fog')  # scene i gets conditions[i % len]; names as `synth.world.CONDITIONS` (a 'day,night' string is accepted)
+
+    def condition(self, index:int)->str:
+        "The weather and lighting condition of scene `index`."
+        return self.conditions[index % len(self.conditions)]
 
     def __post_init__(self):
         def need(ok, name, what, val):
@@ -118,6 +123,12 @@ class SynthSpec:
         need(self.ann_range > 0, 'ann_range', 'positive metres', self.ann_range)
         need(isinstance(self.version, str) and self.version.startswith('v') and '/' not in self.version, 'version',
              "a folder name starting with 'v'", self.version)
+        conds = self.conditions.split(',') if isinstance(self.conditions, str) else self.conditions
+        ok = isinstance(conds, (tuple, list)) and len(conds) > 0
+        try: conds = tuple('+'.join(condition_tags(c.strip())) or 'day' for c in conds) if ok else conds
+        except (ValueError, AttributeError): ok = False
+        need(ok, 'conditions', f"a non-empty sequence of conditions such as {CONDITIONS}", self.conditions)
+        object.__setattr__(self, 'conditions', conds)
 
 # %% ../../nbs/synth/40_writers.ipynb #f3ff5dd3
 def _r(x, n): return [round(float(v), n) for v in x]
@@ -130,10 +141,11 @@ def _scene(
     index:int,      # scene index (>= 0)
     t0_us:int,      # timestamp of the first keyframe, microseconds
     tick,           # called after each keyframe (progress)
-)->tuple:          # (tables: dict of lists of rows, stats: dict(vehicles_50m=list of int per keyframe))
+)->tuple:          # (tables: dict of lists of rows, stats: dict(vehicles_50m=list of int per keyframe, condition=str))
     "Generate the files and table rows of one scene."
     seed, n_keyframes, width, height = spec.seed, spec.n_keyframes, spec.width, spec.height
-    world = make_world(seed, index, n_keyframes)
+    condition = spec.condition(index)
+    world = make_world(seed, index, n_keyframes, condition=condition)
     rig = sensor_rig(width, height)
     T = {k: [] for k in ('scene', 'sample', 'sample_data', 'ego_pose', 'calibrated_sensor', 'log', 'map', 'instance', 'sample_annotation')}
     logfile = f"synth{seed}-2026-01-01-{index:04d}"
@@ -179,8 +191,8 @@ def _scene(
                     pts, _ = radar_scan(world, tj, rig[ch]['ego_T_sensor'], np.random.default_rng([seed, index, k, ri, j]), bj)
                     write_radar_pcd(add_sd(ch, k, tsj, tj, False, 'pcd', k), pts)
         visible, silhouette = np.zeros(N, np.int64), np.zeros(N, np.int64)
-        for ch in CAMERA_CHANNELS:
-            r = render_camera(world, t, rig[ch]['ego_T_sensor'], rig[ch]['K'], width, height, bx)
+        for ci, ch in enumerate(CAMERA_CHANNELS):
+            r = render_camera(world, t, rig[ch]['ego_T_sensor'], rig[ch]['K'], width, height, bx, noise_seed=ci)
             silhouette += r['silhouette'][:N]
             visible += np.bincount(r['ids'][r['ids'] >= 0].ravel(), minlength=len(bx['yaw']))[:N]
             add_sd(ch, k, ts, t, True, 'jpg', k).write_bytes(encode_jpeg(r['image'], spec.jpeg_quality, spec.max_jpeg_bytes))
@@ -218,8 +230,8 @@ def _scene(
     lanes = f"{world.lanes_right}+{world.lanes_left} lanes"
     T['scene'].append(dict(token=scene_tok, log_token=log_tok, nbr_samples=n_keyframes, first_sample_token=sample_toks[0],
                            last_sample_token=sample_toks[-1], name=f"scene-{index:04d}",
-                           description=f"synthetic: {lanes}, {'right' if world.right_hand else 'left'}-hand traffic, ego {world.ego_speed:.1f} m/s"))
-    return T, dict(vehicles_50m=vehicles_50m)
+                           description=f"{condition_prefix(condition)}synthetic: {lanes}, {'right' if world.right_hand else 'left'}-hand traffic, ego {world.ego_speed:.1f} m/s"))
+    return T, dict(vehicles_50m=vehicles_50m, condition=condition)
 
 # %% ../../nbs/synth/40_writers.ipynb #dad4cb5d
 def write_dataset(
@@ -252,23 +264,24 @@ def write_dataset(
     tables['visibility'] = [dict(token=t, level=l, description=d) for t, l, d in VISIBILITY_TABLE]
     tables['sensor'] = [dict(token=nusc_token('sensor', ch), channel=ch, modality=m)
                         for chs, m in ((CAMERA_CHANNELS, 'camera'), (RADAR_CHANNELS, 'radar'), ((LIDAR,), 'lidar')) for ch in chs]
-    vehicles = []
+    vehicles, conditions = [], {}
     bar = tqdm(total=spec.n_scenes * spec.n_keyframes, desc='drivenb-synth keyframes', disable=not progress)
     for i in range(spec.n_scenes):
         t0_us = 1_767_225_600_000_000 + (spec.seed % 10_000) * 86_400_000_000 + i * 3_600_000_000
         T, st = _scene(out, spec, i, t0_us, lambda: bar.update(1))
         for k, rows in T.items(): tables[k] += rows
-        vehicles += st['vehicles_50m']
+        vehicles += st['vehicles_50m']; conditions[f"scene-{i:04d}"] = st['condition']
     bar.close()
     files = [p for p in out.rglob('*') if p.is_file() and p.parts[len(out.parts)] in ('samples', 'sweeps', 'maps')]
     summary = dict(root=str(out), version=version, seed=spec.seed, scenes=spec.n_scenes, samples=len(tables['sample']),
                    sample_data=len(tables['sample_data']), annotations=len(tables['sample_annotation']),
                    instances=len(tables['instance']), files=len(files),
                    vehicles_within_50m_mean=round(float(np.mean(vehicles)), 2), vehicles_within_50m_min=int(np.min(vehicles)),
-                   vehicles_within_50m_max=int(np.max(vehicles)),
+                   vehicles_within_50m_max=int(np.max(vehicles)), conditions=conditions,
                    params=dict(n_scenes=spec.n_scenes, n_keyframes=spec.n_keyframes, seed=spec.seed, width=spec.width, height=spec.height,
                                radar_sweeps=spec.radar_sweeps, jpeg_quality=spec.jpeg_quality, max_jpeg_bytes=spec.max_jpeg_bytes,
-                               lidar_azimuths=spec.lidar_azimuths, lidar_rings=list(LIDAR_RINGS), ann_range=spec.ann_range))
+                               lidar_azimuths=spec.lidar_azimuths, lidar_rings=list(LIDAR_RINGS), ann_range=spec.ann_range,
+                               conditions=list(spec.conditions)))
     tmp = out / f'.{version}.partial'
     if tmp.exists(): shutil.rmtree(tmp)
     tmp.mkdir()
@@ -285,7 +298,7 @@ def write_dataset(
 
 def generate(
     out,                                        # dataset root to create (the devkit's `dataroot`)
-    n_scenes:int=SynthSpec.n_scenes,            # the eleven `SynthSpec` fields, in its order (units, ranges, defaults there)
+    n_scenes:int=SynthSpec.n_scenes,            # the twelve `SynthSpec` fields, in its order (units, ranges, defaults there)
     n_keyframes:int=SynthSpec.n_keyframes,
     seed:int=SynthSpec.seed,
     width:int=SynthSpec.width,
@@ -296,13 +309,14 @@ def generate(
     lidar_azimuths:int=SynthSpec.lidar_azimuths,
     ann_range:float=SynthSpec.ann_range,
     version:str=SynthSpec.version,
+    conditions=SynthSpec.conditions,
     overwrite:bool=False,   # replace an existing dataset at `out` (else raise FileExistsError)
     progress:bool=True,     # show a tqdm progress bar over keyframes
 )->dict:                    # the summary of `write_dataset`
     """Write a deterministic synthetic nuScenes-format dataset to `out` and return a summary: `write_dataset` of the
     `SynthSpec` made of the arguments. Raises `ValueError` (naming the argument) for bad arguments and `FileExistsError`
     if `out` already holds a dataset (tables, samples, sweeps or maps) and `overwrite` is False."""
-    spec = SynthSpec(n_scenes, n_keyframes, seed, width, height, radar_sweeps, jpeg_quality, max_jpeg_bytes, lidar_azimuths, ann_range, version)
+    spec = SynthSpec(n_scenes, n_keyframes, seed, width, height, radar_sweeps, jpeg_quality, max_jpeg_bytes, lidar_azimuths, ann_range, version, conditions)
     return write_dataset(out, spec, overwrite, progress)
 
 # %% ../../nbs/synth/40_writers.ipynb #c420a06e
@@ -320,13 +334,14 @@ def main(
     lidar_azimuths:int=SynthSpec.lidar_azimuths,  # lidar rays per ring
     ann_range:float=SynthSpec.ann_range,          # annotation range along ego x and y, metres
     version:str=SynthSpec.version,                # table folder name (devkit version)
+    conditions:str=','.join(SynthSpec.conditions),  # scene i gets the i-th (cyclically) of these comma-separated conditions
     overwrite:bool=False,            # replace an existing dataset at --out
     quiet:bool=False,                # no progress bar
 ):
     "Generate a deterministic synthetic nuScenes-format dataset (six cameras, five radars, sparse LIDAR_TOP)."
     import sys
     try:
-        spec = SynthSpec(n_scenes, n_keyframes, seed, width, height, radar_sweeps, jpeg_quality, max_jpeg_bytes, lidar_azimuths, ann_range, version)
+        spec = SynthSpec(n_scenes, n_keyframes, seed, width, height, radar_sweeps, jpeg_quality, max_jpeg_bytes, lidar_azimuths, ann_range, version, conditions)
         s = write_dataset(out, spec, overwrite, progress=not quiet)
     except (ValueError, FileExistsError) as e:
         print(f"drivenb-synth: error: {e}", file=sys.stderr); sys.exit(2)
