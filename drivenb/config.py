@@ -110,6 +110,7 @@ class TrainParams(Section):
     ckpt_every:int = F(100, "steps between last.pt writes (also at validations and the end); 0: only then", ge=0)
     log_every:int = F(10, "steps between logged training metrics", ge=1)
     max_bad_steps:int = F(0, "non-finite steps skipped before stopping", ge=0)
+    sync_batchnorm:bool = F(True, "DDP: batch-norm statistics over all ranks (1 and W processes give the same steps); false: per rank, as Simple-BEV's DataParallel")
     max_param_abs:Optional[float] = F(1e6, "largest |weight| before the run counts as diverged; null: finiteness only", gt=0)
     out:str = F('runs/train', "run folder: checkpoints, dvclive, train.log, environment.json")
     param_groups:list[ParamGroup] = F([], "optimizer groups by parameter-name match, each with its own lr / weight decay")

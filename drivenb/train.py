@@ -274,7 +274,7 @@ def setup(p:dict)->Run:
     if world > 1:
         # timm's 1x1 downsample convs get channels-last-strided grads on CPU: harmless, but DDP warns every step
         warnings.filterwarnings('ignore', message='Grad strides do not match bucket view strides')
-        model = sync_batchnorm(model, device)                 # converts in place: `core` is still model.net
+        if t['sync_batchnorm']: model = sync_batchnorm(model, device)   # converts in place: `core` is still model.net
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == 'cuda' else None,
                                                           find_unused_parameters=True)   # e.g. Segnet's feat head is not in the loss
         seed_everything(t['seed'] + rank)      # weights are built and broadcast; random augmentation now differs across ranks

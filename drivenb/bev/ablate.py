@@ -15,7 +15,7 @@ from ..io import atomic_write, atomic_write_json
 # %% auto #0
 __all__ = ['SENSORS', 'INHERITED', 'BUDGET', 'sensors_of', 'variant_params', 'run_training', 'run_variant', 'ablation_rows',
            'summarize', 'compare', 'ranks', 'ablation_table', 'condition_table', 'comparisons', 'comparison_lines',
-           'plot_ablation', 'radar_verdict', 'ablation_report', 'main']
+           'plot_ablation', 'radar_verdict', 'take_off_note', 'ablation_report', 'main']
 
 # %% ../../nbs/bev/80_ablate.ipynb #2b0e28e1
 _OFF = dict(use_radar=False, use_metaradar=False, use_lidar=False)
@@ -34,7 +34,7 @@ def sensors_of(
 
 INHERITED = ('data.frames', 'grid', 'model.latent_dim', 'model.neck_channels', 'model.sampling', 'model.rand_flip',
              'model.weights', 'train.device', 'train.grad_acc', 'train.weight_decay', 'train.schedule', 'train.warmup', 'train.grad_clip',
-             'train.amp', 'train.workers', 'train.val_every', 'train.ckpt_every', 'train.log_every', 'evaluate.bands', 'evaluate.batch_size')
+             'train.amp', 'train.workers', 'train.sync_batchnorm', 'train.val_every', 'train.ckpt_every', 'train.log_every', 'evaluate.bands', 'evaluate.batch_size')
 "Dotted params keys a variant takes from the study's params (the `ablate` stages in dvc.yaml list them as params)."
 
 BUDGET = ('iters', 'batch_size', 'lr', 'image_height', 'image_width', 'nproc')
@@ -234,17 +234,19 @@ def comparisons(
     summary:list,                  # `summarize`
     far:str='iou_35_50m',
 )->list:                           # `compare` dicts
-    "Each non-camera sensor variant vs the camera-only variant with its encoder (overall, far band, each condition, each condition far), and each variant vs the first on the overall IoU."
-    out, ref = [], summary[0]
-    conds = _conditions(ref)
+    "Sensors: each non-camera variant vs the camera-only variant with its encoder (overall, far band, each condition, each condition far). Encoders: each variant vs the first variant with the same sensors and another encoder (overall, far band, each condition)."
+    out = []
+    conds = _conditions(summary[0])
     for a in summary:
         if a['sensors'] != 'camera':
             for b in summary:
                 if b['sensors'] == 'camera' and b['encoder'] == a['encoder']:
                     for k in ['iou', far] + [f'iou_{c}' for c in conds] + [f"iou_{c}_{far[4:]}" for c in conds]:
                         if k in a and k in b: out.append(compare(a, b, k))
-        if a is not ref and not any(c['a'] == a['variant'] and c['b'] == ref['variant'] and c['key'] == 'iou' for c in out):
-            out.append(compare(a, ref, 'iou'))
+        ref = next((b for b in summary if b['sensors'] == a['sensors'] and b['encoder'] != a['encoder']), None)
+        if ref is not None and summary.index(ref) < summary.index(a):   # the same sensors' first variant is the reference
+            for k in ['iou', far] + [f'iou_{c}' for c in conds]:
+                if k in a and k in ref: out.append(compare(a, ref, k))
     return out
 
 def comparison_lines(
@@ -304,6 +306,16 @@ def radar_verdict(
             out.append(f"**Radar ({a['variant']} vs {b['variant']}).** Camera+radar {verdict}: " + '; '.join(res) + '.')
     return '\n\n'.join(out) + ('\n' if out else '')
 
+def take_off_note(
+    summary:list,                  # `summarize`
+)->str:                            # Markdown paragraph, '' when every variant learned
+    "Names the variants whose every seed ended at IoU 0: before the take-off, their comparisons measure how fast a variant starts to learn, not what it reaches."
+    zero = [v['variant'] for v in summary if v.get('iou_runs') and all(x == 0 for x in v['iou_runs'])]
+    if not zero: return ''
+    return (f"**Before the take-off.** {', '.join(zero)} ended at IoU 0 in every seed: no vehicle probability crossed 0.5 within "
+            f"this budget (docs/ablation.md, 'The take-off'). A comparison with {'it' if len(zero) == 1 else 'them'} says which variant starts "
+            f"to learn first, not which one ends better.\n")
+
 def ablation_report(
     params='params.yaml',          # study params
     reports='reports/ablation',    # folder with `<variant>/seed<k>/metrics.json`
@@ -330,6 +342,7 @@ def ablation_report(
           "## By scene condition\n",
           (condition_table(summary) or "No scene conditions were evaluated (the frames' scene table was not found).\n"),
           radar_verdict(summary),
+          take_off_note(summary),
           "## Which differences are resolved\n",
           comparison_lines(comparisons(summary)),
           f"**Budget.** Every number above comes from the small embedded budget: data `{src}` ({p['data']['version']}), "
