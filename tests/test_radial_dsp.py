@@ -9,7 +9,7 @@ from drivenb.radial.radar import RadarGeometry, calibration_table, synth_adc
 from drivenb.radial.dsp import RadarProcessor
 
 
-# --- the reference: the official algorithm written out in numpy from shared/formats.md Sec. 2 and rpl.py ---------
+# --- the reference: the official algorithm written out in numpy from the steps of valeoai/RADIal SignalProcessing/rpl.py ---------
 def ref_rd(chips, g):
     "Official RD spectrum: interleaved I/Q, Fortran reshape, chips [ch3, ch0, ch1, ch2], DC removal, windowed FFTs."
     S, C, R = g.samples, g.chirps, g.rx_per_chip
