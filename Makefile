@@ -7,7 +7,7 @@ STAMP := $(VENV)/.drivenb-env
 export PATH := $(BIN):$(PATH)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: env repro test lint hooks export readme clean-runs lab bench imports docs outputs
+.PHONY: env repro repro-radial test lint hooks export readme clean-runs lab bench imports docs outputs
 
 $(STAMP): requirements.lock setup.py settings.ini
 	@echo "== creating $(VENV) from requirements.lock (torch CUDA build, runs on CPU too; a few minutes the first time)"
@@ -25,6 +25,12 @@ repro: env
 	dvc repro
 	dvc metrics show reports/eval/metrics.json runs/train/summary.json
 	@sed -n '/^| rank/,/^$$/p' reports/ablation.md
+	dvc metrics show reports/radial/metrics.json
+
+## the RADIal radar study alone: synthetic recordings -> EchoFusion layout -> train -> evaluate
+repro-radial: env
+	dvc repro radial_evaluate
+	dvc metrics show reports/radial/metrics.json runs/radial/summary.json
 
 ## every test: lint (export check, clean notebooks, ruff, import layout), the notebooks (nbdev_test), then tests/ (pytest) incl. the embedded data
 test: env lint

@@ -11,9 +11,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, StrictInt, StrictFloat, field_validator, model_validator
 
 # %% auto #0
-__all__ = ['BEV_MIN_CELLS', 'Num', 'DEFAULTS', 'check_grid', 'F', 'Section', 'DataParams', 'GridParams', 'ConvertParams',
-           'ModelParams', 'ParamGroup', 'TrainParams', 'EvaluateParams', 'Variant', 'AblationParams', 'ToyParams',
-           'Params', 'describe', 'load_params', 'project_root']
+__all__ = ['BEV_MIN_CELLS', 'Num', 'RADIAL_TRAIN', 'DEFAULTS', 'STUDIES', 'check_grid', 'F', 'Section', 'DataParams',
+           'GridParams', 'ConvertParams', 'ModelParams', 'ParamGroup', 'TrainParams', 'EvaluateParams', 'Variant',
+           'AblationParams', 'ToyParams', 'RadialSynthParams', 'RadialConvertParams', 'RadialModelParams',
+           'check_train_override', 'RadialEvaluateParams', 'RadialParams', 'Params', 'describe', 'study_train',
+           'load_params', 'project_root']
 
 # %% ../nbs/01_config.ipynb #9287ef24
 BEV_MIN_CELLS = 9   # forward and lateral cells: the BEV decoder's stride-8 bottleneck needs at least 2 x 2 cells
@@ -101,7 +103,7 @@ class TrainParams(Section):
     grad_acc:int = F(5, "micro-batches accumulated per optimizer step", ge=1)
     lr:float = F(3e-4, "peak learning rate (AdamW)", gt=0)
     weight_decay:float = F(1e-7, "AdamW weight decay", ge=0)
-    schedule:Literal['onecycle', 'cosine'] = F('onecycle', "one-cycle (Simple-BEV) or linear warmup then cosine")
+    schedule:Literal['onecycle', 'cosine', 'step'] = F('onecycle', "one-cycle (Simple-BEV), linear warmup then cosine, or step: x0.9 every tenth of iters (FFTRadNet's StepLR 10 of 100 epochs, gamma 0.9; no warmup)")
     warmup:float = F(0.05, "warmup fraction of iters", ge=0, lt=1)
     grad_clip:Optional[float] = F(5.0, "gradient norm clip; null: no clipping (the norm is still logged)", gt=0)
     amp:Literal['auto', 'bf16', 'fp16', 'none'] = F('auto', "autocast: 'auto' = bf16 on CUDA; 'fp16' (CUDA) adds a GradScaler")
@@ -155,6 +157,81 @@ class ToyParams(Section):
     noise:float = F(1.0, "standard deviation of the points around their centre", ge=0)
     hidden:int = F(32, "MLP width", ge=1)
 
+class RadialSynthParams(Section):
+    root:str = F('build/radial-synth', "synthetic RADIal root written by drivenb-synth-radial (RECORD@ folders, labels.csv, CalibrationTable.npy); point convert at a real RADIal root instead")
+    records:int = F(3, "record folders (sequences); convert's 'auto' split: the last is test, the one before val (2 records: train + val)", ge=1)
+    frames_per_record:int = F(8, "radar frames per record (10 Hz)", ge=1)
+    seed:int = F(0, "dataset seed (record i is make_world(seed, i))", ge=0)
+    geometry:Literal['reduced', 'official'] = F('reduced', "radar: 'reduced' 128 samples x 64 chirps, 51.5 m (CPU budget) or 'official' 512 x 256, 103 m")
+    width:int = F(256, "camera image width, pixels", ge=16, le=1920)
+    height:int = F(144, "camera image height, pixels", ge=9, le=1080)
+    fov_deg:float = F(60.0, "radar half field of view in azimuth, deg", gt=0, le=75)
+    noise:float = F(8.0, "rms ADC noise per I and per Q, counts", ge=0)
+    calib_n_az:int = F(151, "azimuths of CalibrationTable.npy over -75..75 deg (official RA: 751)", ge=2)
+    condition:str = F('day', "weather and lighting of every record (drivenb.synth.world.CONDITIONS), e.g. 'night+rain'")
+
+class RadialConvertParams(Section):
+    root:str = F('build/radial-synth', "RADIal root to convert (RECORD@ folders, labels.csv, CalibrationTable.npy): the synthetic radial.synth.root, or a real RADIal download")
+    out:str = F('build/radial', "converted frames (drivenb-convert-radial output) the radial task reads")
+    layout:Literal['echofusion'] = F('echofusion', "EchoFusion's KITTI-like layout (ImageSets/, radars_<rep>/, labels/, images/): the one the radial task reads")
+    representations:list[Literal['adc', 'rt', 'rd', 'pcd', 'ra']] = F(['rd', 'pcd', 'ra'], "radar representations written (EchoFusion's grid: adc, rt, rd, pcd, ra); must hold radial.model.representation", min_length=1)
+    dtype:Literal['complex128', 'complex64'] = F('complex64', "ADC/RT/RD dtype: complex128 (official float64 processing) or complex64 (half the disk; RA then float32)")
+    splits:Literal['auto', 'official'] = F('auto', "records per split: 'official' (FFTRadNet's val/test sequences) or 'auto' (those if present, else the last records)")
+    workers:int = F(2, "conversion processes (0: in this process)", ge=0)
+
+class RadialModelParams(Section):
+    representation:Literal['adc', 'rt', 'rd', 'ra', 'pcd'] = F('rd', "radar input: adc/rt/rd complex cubes through FFTRadNet's MIMO pre-encoder and FPN; ra/pcd polar maps through a conv stem")
+    camera:bool = F(False, "fuse the front camera: image column features mapped to azimuth cells, broadcast along range, concatenated before the detection head (EchoFusion's idea)")
+    width:float = F(0.25, "FFTRadNet width multiplier (1: the official 192-56 network)", gt=0)
+    camera_channels:int = F(16, "feature channels of the image CNN (model.camera)", ge=1)
+    image_size:Optional[list[StrictInt]] = F(None, "camera input [H, W], pixels: images resized, intrinsics scaled; null: as stored")
+    stats_frames:int = F(16, "train frames whose per-channel mean / std normalise the input (FFTRadNet statistics.input_mean / input_std)", ge=1)
+    @field_validator('image_size')
+    @classmethod
+    def _size(cls, v):
+        if v is not None and not (len(v) == 2 and min(v) >= 8): raise ValueError("must be [H, W] whole pixels >= 8, or null for the stored size")
+        return v
+
+def check_train_override(v:dict, where:str='train')->dict:
+    "Check a study's `train` overrides: every key a `TrainParams` key other than `task` (did you mean), every value valid for it. Raises `ValueError` naming the key."
+    if not isinstance(v, dict): raise ValueError(f"{where} must be a mapping of train keys, got {v!r}")
+    fields = [k for k in TrainParams.model_fields if k != 'task']
+    for k in v:
+        if k not in fields:
+            close = difflib.get_close_matches(str(k), fields, n=1)
+            raise ValueError(f"{where}.{k} is not a train key" + (f"; did you mean '{close[0]}'?" if close else f" (known: {sorted(fields)})")
+                             + (" (the study sets train.task itself)" if k == 'task' else ''))
+    try: TrainParams.model_validate({**TrainParams().model_dump(), **v})
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise ValueError(f"{where}.{err['loc'][0]}: {err['msg']}, got {err.get('input')!r}") from None
+    return v
+
+class RadialEvaluateParams(Section):
+    checkpoint:str = F('runs/radial/best.pt', "checkpoint drivenb.radial.task.evaluate reads")
+    out:str = F('reports/radial', "folder of metrics.json")
+    split:Literal['val', 'test'] = F('val', "ImageSets split evaluated (test is empty with fewer than 3 records)")
+    thresholds:list[Num] = F([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9], "confidence thresholds of FFTRadNet's mAP / mAR / F1 (official 0.1 .. 0.9); also the training validation's", min_length=1)
+    iou_threshold:float = F(0.5, "BEV box IoU of a true positive (official 0.5)", gt=0, le=1)
+    nms_threshold:float = F(0.05, "NMS IoU of FFTRadNet's decoding (official 0.05)", gt=0, le=1)
+    range_min:float = F(5.0, "m, nearest scored range (official 5)", ge=0)
+    range_max:float = F(100.0, "m, farthest scored range (official 100)", gt=0)
+    batch_size:int = F(2, "frames per forward pass in validation", ge=1)
+    max_detections:int = F(100, "highest-scoring cells kept per frame before NMS (an untrained map has thousands above 0.05; the official code keeps all)", ge=1)
+
+RADIAL_TRAIN = dict(iters=150, batch_size=2, grad_acc=1, lr=1e-3, weight_decay=0.0, schedule='cosine', warmup=0.05,
+                    val_every=50, ckpt_every=50, log_every=10, workers=0, out='runs/radial')
+
+class RadialParams(Section):
+    synth:RadialSynthParams = F(RadialSynthParams(), "the synthetic RADIal dataset (drivenb-synth-radial)")
+    convert:RadialConvertParams = F(RadialConvertParams(), "conversion to EchoFusion's layout (drivenb-convert-radial)")
+    model:RadialModelParams = F(RadialModelParams(), "FFTRadNet family over every radar representation, optional camera fusion")
+    train:dict = F(RADIAL_TRAIN, "overrides of the shared train section for this study (load_params(..., study='radial'), drivenb-train --study radial): any train key but task; absent keys keep train's value")
+    evaluate:RadialEvaluateParams = F(RadialEvaluateParams(), "detection metrics of a radial checkpoint (and of the training validation)")
+    @field_validator('train')
+    @classmethod
+    def _train(cls, v): return check_train_override(v, 'radial.train')
+
 class Params(Section):
     "All sections of `params.yaml`."
     data:DataParams = F(DataParams(), "nuScenes-format input of the BEV study")
@@ -165,6 +242,7 @@ class Params(Section):
     evaluate:EvaluateParams = F(EvaluateParams(), "evaluation of a BEV checkpoint")
     ablation:AblationParams = F(AblationParams(), "encoder / sensor ablation (nbs/bev/ablations/bev_variant.ipynb per variant)")
     toy:ToyParams = F(ToyParams(), "the trainer's toy task")
+    radial:RadialParams = F(RadialParams(), "the RADIal radar study (nbs/radial): synthetic data, conversion, model, its train overrides, evaluation")
 
 # %% ../nbs/01_config.ipynb #11178893
 DEFAULTS = Params().model_dump()
@@ -204,11 +282,27 @@ def _first_error(e:ValidationError, src:str)->ValueError:
     if msg.startswith('params grid.'): return ValueError(f"{src}: {msg}")          # `check_grid` names the key itself
     return ValueError(f"{src}: params {loc}: {msg}, got {err.get('input')!r}")
 
+STUDIES = tuple(k for k, f in Params.model_fields.items() if isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel) and 'train' in f.annotation.model_fields)
+"Sections that are studies: they carry their own `train` overrides (`load_params(..., study=...)`)."
+
+def study_train(
+    p:dict,                    # merged params (not yet validated)
+    study:str,                 # a name in `STUDIES`, e.g. 'radial'
+    keep:dict|None=None,       # `train` keys given explicitly as overrides: they win over the study's
+)->dict:                       # a copy of `p` whose `train` is `train` <- `<study>.train` <- `keep`, with `train.task = study`
+    "Run a study on the shared loop: its `train` overrides merged over the shared `train` section. Raises `KeyError` naming the known studies, `ValueError` naming a bad key of the study's `train`."
+    if study not in STUDIES: raise KeyError(f"unknown study {study!r}; studies (params sections with their own train overrides): {list(STUDIES)}")
+    check_train_override(p[study].get('train'), f'{study}.train')        # named as the study's key, before it is merged into train
+    out = copy.deepcopy(p)
+    out['train'] = {**out['train'], **copy.deepcopy(out[study]['train']), **copy.deepcopy(keep or {}), 'task': study}
+    return out
+
 def load_params(
     source:str|Path|dict='params.yaml',  # a YAML file or an already-parsed mapping
     overrides:dict|None=None,            # nested overrides applied last (papermill, tests, --set)
+    study:str|None=None,                 # a study section (`STUDIES`, e.g. 'radial') whose `train` overrides apply, with `train.task = study`; None: params as they are
 )->dict:                                 # complete params: `DEFAULTS` with the file and overrides merged in, validated
-    "Read and validate params; raises `FileNotFoundError` for a missing file, `KeyError` naming an unknown key (did you mean), `ValueError` naming a key whose value is blank, of the wrong type or out of range."
+    "Read and validate params; raises `FileNotFoundError` for a missing file, `KeyError` naming an unknown key (did you mean) or study, `ValueError` naming a key whose value is blank, of the wrong type or out of range."
     if isinstance(source, dict): raw, src = source, 'params'
     else:
         p = Path(source)
@@ -220,6 +314,9 @@ def load_params(
     out = _merge(DEFAULTS, raw)
     if overrides:
         _known(overrides, Params, '', 'overrides'); out = _merge(out, overrides)
+    if study is not None:
+        try: out = study_train(out, study, (overrides or {}).get('train'))
+        except ValueError as e: raise ValueError(f"{src}: params {e}") from None
     try: return Params.model_validate(out).model_dump()
     except ValidationError as e: raise _first_error(e, src) from None
 

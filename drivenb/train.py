@@ -146,7 +146,7 @@ def param_groups(
     return [g for g in [default] + groups if g['params']]
 
 def make_schedule(opt, t:dict):
-    "One-cycle (as Simple-BEV: linear anneal, `pct_start=warmup`, no momentum cycling) or linear warmup + cosine, over `train.iters` steps; each group peaks at its own lr."
+    "One-cycle (as Simple-BEV: linear anneal, `pct_start=warmup`, no momentum cycling), linear warmup + cosine, or step decay (FFTRadNet: x0.9 every tenth, no warmup), over `train.iters` steps; each group peaks at its own lr."
     n = int(t['iters'])
     if t['schedule'] == 'onecycle':
         return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g['lr'] for g in opt.param_groups], total_steps=n + 1, pct_start=t['warmup'],
@@ -154,7 +154,9 @@ def make_schedule(opt, t:dict):
     if t['schedule'] == 'cosine':
         w = max(1, int(t['warmup'] * n))
         return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: (s + 1) / w if s < w else 0.5 * (1 + math.cos(math.pi * (s - w) / max(1, n - w))))
-    raise ValueError(f"params train.schedule must be 'onecycle' or 'cosine', got {t['schedule']!r}")
+    if t['schedule'] == 'step':     # FFTRadNet: StepLR(step_size=10 epochs, gamma=0.9) over 100 epochs = x0.9 every tenth of the run
+        return torch.optim.lr_scheduler.StepLR(opt, step_size=max(1, n // 10), gamma=0.9)
+    raise ValueError(f"params train.schedule must be 'onecycle', 'cosine' or 'step', got {t['schedule']!r}")
 
 class LossStep(nn.Module):
     "A task's model and its loss in one `forward(batch) -> (total, parts)`: DDP must see every parameter the loss uses (Simple-BEV's learned loss weights) inside its forward."
@@ -472,9 +474,10 @@ def train(
     params='params.yaml',        # params file or dict (`drivenb.config`)
     overrides:dict|None=None,    # nested overrides (tests, papermill)
     progress:bool=True,          # progress bar on rank 0
+    study:str|None=None,         # a params section with its own train overrides (`drivenb.config.STUDIES`, e.g. 'radial'); None: `train` as it is
 )->dict:                         # summary: steps, final and best val metrics, bad steps, seconds, samples/s, world size, backend
     "Train the task `train.task` (default `bev`); resumes from `<out>/last.pt`. Raises `ValueError`/`KeyError`/`FileNotFoundError` on bad params or data before training, `RuntimeError` when another run holds `train.out`, `FloatingPointError` when training diverges, `drivenb.dist.Stopped` after a SIGTERM/SIGINT."
-    p = load_params(params, overrides)
+    p = load_params(params, overrides, study=study)
     r = setup(p)
     try:
         resume(r)
@@ -528,12 +531,13 @@ def main(
     set:Param("overrides key=value (dotted keys), repeatable", str, nargs='*')=None,
     resume:Param("resume from this checkpoint instead of <train.out>/last.pt", str)=None,
     no_progress:Param("hide the progress bar", store_true)=False,
+    study:Param("study section whose train overrides apply, with train.task = the study (e.g. radial)", str)=None,
 ):
     "Train a registered task (params train.task) on its data; launch under torchrun for several processes or nodes."
     from drivenb.cli import cli_run, parse_sets
     sets = parse_sets(set)
     if resume: sets.setdefault('train', {})['resume'] = resume
-    s = cli_run(lambda: train(params, sets, progress=not no_progress))
+    s = cli_run(lambda: train(params, sets, progress=not no_progress, study=study))
     if dist_info()[0] == 0:
         best = f"{s['best']:.4f}" if s['best'] is not None else 'n/a'
         print(f"trained {s['steps']} steps in {s['seconds']} s ({s['samples_per_s']} samples/s); best val {s['best_metric']} {best}")

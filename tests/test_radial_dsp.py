@@ -1,4 +1,6 @@
-"""drivenb.radial.dsp against an independent float64 numpy version of the official `SignalProcessing/rpl.py` steps, on targets from `synth_adc`, and at the official size."""
+"""drivenb.radial.dsp against an independent float64 numpy version of the official `SignalProcessing/rpl.py` steps, on targets from `synth_adc`, and at the official size.
+
+The `ref_*` functions also stand for the official CPU path in `benchmarks/radial_dsp.py`."""
 import time
 import numpy as np
 import pytest
@@ -30,7 +32,7 @@ def ref_sequence(t0, g):
 
 
 def ref_pc(rd, g, table):
-    "Official point cloud: folded power, CA-CFAR (9,9,3,3) 2 dB with convolve2d 'same', TX0 search, MIMO x calibration."
+    "Official point cloud: folded power, CA-CFAR (9,9,3,3) 2 dB with convolve2d 'same', TX0 search, MIMO x calibration (all hits at once, as rpl.py)."
     S, C = rd.shape[:2]
     slots, B, E = g.doppler_slots, g.chirps // g.doppler_slots, g.doppler_slots - g.tx
     power = np.sum(np.abs(rd), axis=2)
@@ -40,23 +42,21 @@ def ref_pc(rd, g, table):
     p = np.abs(reduced) ** 2
     hits = p / (convolve2d(p, mask, mode='same') / cells) > 10 ** (2 / 10)
     rbins, jbins = np.where(hits)
+    if len(rbins) == 0: return np.zeros((0, 4))
+    ring = jbins[:, None] + B * np.arange(slots)[None]                        # hits x slots, then the first E again
+    ring = np.cumsum(power[rbins[:, None], np.concatenate([ring, ring[:, :E]], axis=1)], axis=1)
+    t0 = np.argmin((ring[:, E:] - ring[:, :-E]) / E, axis=1) * B + jbins
+    mimo = rd[rbins[:, None], [ref_sequence(t, g) for t in t0], :].reshape(len(t0), -1) * table['H'][0]
     sig = table['Signal']; n_az, V, n_el = sig.shape
-    calib = np.rollaxis(sig, 2, 1).reshape(n_az * n_el, V)
-    rows = []
-    for r, j in zip(rbins, jbins):
-        ring = [power[r, j + B * s] for s in range(slots)]
-        ring = np.cumsum(ring + ring[:E])
-        t0 = int(np.argmin((ring[E:] - ring[:-E]) / E)) * B + j
-        mimo = rd[r, ref_sequence(t0, g), :].reshape(-1) * table['H'][0]
-        spec = np.abs(calib @ mimo); spec[np.isnan(spec)] = 0
-        a, e = np.unravel_index(np.argmax(spec), (n_az, n_el))
-        rows.append([r / S * g.max_range, t0, np.deg2rad(table['Azimuth_table'][a]), np.deg2rad(table['Elevation_table'][e])])
-    return np.array(rows).reshape(-1, 4)
+    spec = np.abs(np.rollaxis(sig, 2, 1).reshape(n_az * n_el, V) @ mimo.T); spec[np.isnan(spec)] = 0
+    a, e = np.unravel_index(np.argmax(spec, axis=0), (n_az, n_el))
+    return np.stack([rbins / S * g.max_range, t0, np.deg2rad(table['Azimuth_table'][a]), np.deg2rad(table['Elevation_table'][e])], 1)
 
 
 def ref_ra(rd, g, table, el=5, rows=32):
-    "Official RA map: MIMO spectrum of every Doppler bin x Signal[..., 5], |.| summed over Doppler, transposed (by range blocks)."
+    "Official RA map: MIMO spectrum of every Doppler bin x Signal[..., 5], |.| summed over Doppler, transposed; by blocks of `rows` range rows (None: all at once, as rpl.py)."
     S, C = rd.shape[:2]
+    rows = rows or S
     seqs = [ref_sequence(d, g) for d in range(C)]
     calib = table['Signal'][..., el]
     out = []
@@ -94,6 +94,12 @@ def test_float64_equals_official_reference(reduced):
     rp = RadarProcessor(tab, g)
     for m in ('ADC', 'RT', 'RD', 'RA'):
         assert rel(rp(chips, m), ref[m]) < 1e-9, m
+    # the RA map: the reordered sums (default) and the official operand order, both equal to the official algorithm
+    assert rp.ra_method == 'fft'
+    rd = rp.rd(chips)
+    e_fft, e_direct = rel(rp.range_azimuth(rd), ref['RA']), rel(RadarProcessor(tab, g, ra_method='direct').range_azimuth(rd), ref['RA'])
+    print(f'float64 RA relative error: fft {e_fft:.1e}, direct {e_direct:.1e}')
+    assert e_fft < 1e-12 and e_direct < 1e-12
     pc = rp(chips, 'PC').numpy()
     assert pc.shape == ref['PC'].shape and len(pc) > 3
     np.testing.assert_array_equal(pc[:, 1], ref['PC'][:, 1])
@@ -106,8 +112,9 @@ def test_complex64_error(reduced):
     rp = RadarProcessor(tab, g, dtype='complex64')
     rd = rp(chips, 'RD'); assert rd.dtype == torch.complex64
     e_rd, e_ra = rel(rd, ref['RD']), rel(rp.range_azimuth(rd), ref['RA'])
-    print(f'complex64 relative error: RD {e_rd:.2e}, RA {e_ra:.2e}')
-    assert e_rd < 1e-5 and e_ra < 1e-5
+    e_direct = rel(RadarProcessor(tab, g, dtype='complex64', ra_method='direct').range_azimuth(rd), ref['RA'])
+    print(f'complex64 relative error: RD {e_rd:.2e}, RA {e_ra:.2e} (direct {e_direct:.2e})')
+    assert e_rd < 1e-5 and e_ra < 1e-5 and e_direct < 1e-5
     pc = rp.point_cloud(rd).numpy()
     np.testing.assert_array_equal(pc[:, :2], ref['PC'][:, :2])
     assert np.abs(pc[:, 2] - ref['PC'][:, 2]).max() <= np.deg2rad(0.2) + 1e-9   # at most one table step
@@ -163,9 +170,11 @@ def test_official_geometry_one_frame():
         assert len(near) and np.abs(near[:, 2] - az).min() <= np.deg2rad(0.2) + 1e-12, (R, near)
     # the RA map against the reference with a coarse azimuth grid (31 instead of 751) to keep the test to seconds
     tab31 = calibration_table(g, n_az=31)
-    ra = RadarProcessor(tab31, g).range_azimuth(rd)
+    ra, ra_ref = RadarProcessor(tab31, g).range_azimuth(rd), ref_ra(rd_ref, g, tab31)
     assert ra.shape == (512, 31) and ra.dtype == torch.float64
-    assert rel(ra, ref_ra(rd_ref, g, tab31)) < 1e-9
+    assert rel(ra, ra_ref) < 1e-9
+    ra32 = RadarProcessor(tab31, g, dtype='complex64').range_azimuth(rd.to(torch.complex64))
+    assert ra32.dtype == torch.float32 and rel(ra32, ra_ref) < 1e-5
     print(f'official frame: RD + PC {t_ours:.2f} s, {len(pc)} points')
 
 
@@ -183,5 +192,7 @@ def test_errors_name_the_input(reduced):
         RadarProcessor(calibration_table(RadarGeometry(tx=8), n_az=11), g)
     with pytest.raises(ValueError, match='ra_elevation'):
         RadarProcessor(tab, g, ra_elevation=11)
+    with pytest.raises(ValueError, match="ra_method must be 'fft' or 'direct'"):
+        RadarProcessor(tab, g, ra_method='slow')
     with pytest.raises(ValueError, match=r'rd must have shape \(128, 64, 16\)'):
         rp.range_azimuth(torch.zeros(512, 256, 16, dtype=torch.complex128))

@@ -13,12 +13,12 @@ from tqdm.auto import tqdm
 from ..io import atomic_write, atomic_write_json, read_json
 from .radar import RadarGeometry, load_calibration_table
 from .dsp import RadarProcessor, complex_dtype
-from .records import SyncReader, read_labels_csv, unlabelled_row, LABEL_COLUMNS
+from .records import SyncReader, RecordError, read_labels_csv, unlabelled_row, events_log_path, LABEL_COLUMNS, SENSOR_EXT
 
 # %% auto #0
 __all__ = ['OFFICIAL_SPLITS', 'LAYOUTS', 'REPRESENTATIONS', 'DEFAULT_REPRESENTATIONS', 'LABEL_FMT', 'FREESPACE_SHAPE', 'PNG_END',
            'JPEG_START', 'JPEG_END', 'frame_files', 'file_ok', 'file_specs', 'split_records', 'radar_pcl',
-           'convert_frame', 'convert_radial', 'main']
+           'convert_frame', 'convert_radial', 'convert_from_params', 'main']
 
 # %% ../../nbs/radial/35_convert.ipynb #c0a1e006
 OFFICIAL_SPLITS = {
@@ -203,11 +203,14 @@ def _work(job):
     need = [k for k, rel in files.items() if s['redo'] or not file_ok(out / rel, s['specs'][k], s['sizes'].get(rel))]
     if need:
         existed = any((out / files[k]).exists() for k in need)
-        with _one_thread():
-            writers = convert_frame(_reader(record)[index], rows, s['proc'], s['layout'], need)
+        try:
+            with _one_thread():
+                writers = convert_frame(_reader(record)[index], rows, s['proc'], s['layout'], need)
+        except (ValueError, KeyError, OSError) as e:        # a damaged payload found only on reading (RecordError is a ValueError)
+            return fid, 'failed', {}, f"numSample {fid} ({record} frame {index}): {e.args[0] if isinstance(e, KeyError) and e.args else e}"
         for k in need: atomic_write(out / files[k], writers[k])
     status = 'skipped' if not need else 'reconverted' if existed else 'converted'
-    return fid, status, {rel: (out / rel).stat().st_size for rel in files.values()}
+    return fid, status, {rel: (out / rel).stat().st_size for rel in files.values()}, None
 
 def _init_worker(): torch.set_num_threads(1)
 
@@ -218,20 +221,36 @@ def _infer_geometry(chip_bytes:int, record:str)->RadarGeometry:
                      f"nor RadarGeometry() ({RadarGeometry().chip_bytes}); pass geometry=RadarGeometry(samples=..., chirps=...)")
 
 def _check_records(root, frames, geometry, tolerance)->RadarGeometry:
-    "Open each record once: folder present, chip size = geometry, every dataset_index within its synchronised frames."
+    "Open each record once: folder, camera and laser files present, every dataset_index within its synchronised frames, every chip payload of a labelled frame of the geometry's size and inside its file."
     for rec in sorted({f[1] for f in frames}):
         folder = Path(root) / rec
         k = next(f[0] for f in frames if f[1] == rec)
         if not folder.is_dir(): raise FileNotFoundError(f"record folder {folder} not found (named by labels.csv, numSample {k})")
-        rd = SyncReader(folder, tolerance=tolerance)
-        size = int(rd.dicts['radar_ch3'].datasize[0]) if len(rd.dicts['radar_ch3'].datasize) else 0
-        if geometry is None: geometry = _infer_geometry(size, rec)
-        if size != geometry.chip_bytes:
-            raise ValueError(f"geometry does not match the chips of {rec}: the events log gives {size} bytes per chip, the geometry expects "
-                             f"{geometry.chip_bytes} (2 x {geometry.samples} samples x {geometry.rx_per_chip} Rx x {geometry.chirps} chirps x int16)")
-        bad = [(f[0], f[2]) for f in frames if f[1] == rec and not 0 <= f[2] < len(rd)]
+        rd = SyncReader(folder, tolerance=tolerance)              # raises on a missing chip file or a malformed events-log line
+        miss = [s for s in ('camera', 'scala') if s not in rd.dicts]
+        if miss: raise FileNotFoundError(f"{folder}: missing {', '.join(f'{rec}_{s}.{SENSOR_EXT[s]}' for s in miss)}; every layout writes "
+                                         "the camera image and the laser points of each frame")
+        if not len(rd.dicts['radar_ch3']): raise RecordError(f"{events_log_path(folder)}: no radar_ch3 event, so no radar frame (numSample {k} names this record)")
+        mine = [f for f in frames if f[1] == rec]
+        bad = [(f[0], f[2]) for f in mine if not 0 <= f[2] < len(rd)]
         if bad: raise IndexError(f"labels.csv numSample {bad[0][0]}: dataset_index {bad[0][1]} is outside the {len(rd)} frames SyncReader keeps in {rec} "
                                  f"(tolerance {tolerance:g} µs; {len(bad)} such frames)")
+        if geometry is None: geometry = _infer_geometry(int(rd.dicts['radar_ch3'].datasize[rd.frames[mine[0][2]]['radar_ch3']]), rec)
+        for fid, _, idx, _ in mine:                             # every chip of every labelled frame, not only the first (a chip of another size fails in chips_to_cube)
+            for c in sorted(c for c in rd.frames[idx] if c.startswith('radar_ch')):
+                ev, j = rd.dicts[c], rd.frames[idx][c]
+                if int(ev.datasize[j]) != geometry.chip_bytes:
+                    hint = next((f'; the files fit {n}' for n, g in (('RadarGeometry.official()', RadarGeometry.official()), ('RadarGeometry()', RadarGeometry()))
+                                 if g.chip_bytes == int(ev.datasize[j])), '')
+                    raise ValueError(f"geometry does not match the chips of {rec}: {ev.path.name} event {j} (events log line {int(ev.line[j])}, numSample {fid}) "
+                                     f"holds {int(ev.datasize[j])} bytes, the geometry expects {geometry.chip_bytes} (2 x {geometry.samples} samples x "
+                                     f"{geometry.rx_per_chip} Rx x {geometry.chirps} chirps x int16){hint}")
+        cut = {t['frame']: t for t in rd.report.truncated}       # payloads past a file's end, found from the log and the file sizes
+        hit = [(f[0], f[2], cut[f[2]]) for f in mine if f[2] in cut]
+        if hit:
+            fid, idx, t = hit[0]
+            raise RecordError(f"{t['file']}: {t['sensor']} event {t['index']} (events log line {t['line']}) of numSample {fid} ({rec} frame {idx}) needs bytes "
+                              f"{t['offset']}..{t['offset'] + t['datasize']} but the file has {t['file_size']} (truncated; {len(hit)} labelled frames affected)")
     return geometry
 
 # %% ../../nbs/radial/35_convert.ipynb #c0a1e018
@@ -250,7 +269,7 @@ def convert_radial(
     overwrite:bool=False,             # reconvert everything, also over a folder converted with other params
     progress:bool=True,               # show a progress bar
 )->dict:                              # summary (also `convert.json`): frames, splits, converted / reconverted / skipped, seconds, frames_per_s
-    "Convert a raw RADIal root into EchoFusion's or FFTRadNet's layout; raises `FileNotFoundError`, `ValueError`, `IndexError` or `KeyError` naming the culprit before any frame is converted."
+    "Convert a raw RADIal root into EchoFusion's or FFTRadNet's layout; raises `FileNotFoundError`, `ValueError` (`RecordError`), `IndexError` or `KeyError` naming the culprit before any frame is converted, and `RecordError` naming every frame whose payload proves damaged only when read (after converting the others)."
     t0 = time.time()
     root, out = Path(root), Path(out)
     if not root.is_dir(): raise FileNotFoundError(f"RADIal root {root} is not a folder")
@@ -267,7 +286,8 @@ def convert_radial(
     frames = [(k, fr.dataset, fr.dataset_index, [{**o, 'numSample': k, 'dataset': fr.dataset, 'dataset_index': fr.dataset_index} for o in fr.objects]
                or [unlabelled_row(k, fr.dataset, fr.dataset_index)]) for k, fr in sorted(labels.items())]
     geometry = _check_records(root, frames, geometry, tolerance)
-    proc = RadarProcessor(table, geometry, dtype)
+    try: proc = RadarProcessor(table, geometry, dtype)
+    except (ValueError, KeyError) as e: raise ValueError(f"{root / 'CalibrationTable.npy'}: {e.args[0] if isinstance(e, KeyError) and e.args else e}") from None
     params = json.loads(json.dumps(dict(root=str(root.resolve()), layout=layout, dtype=dtype, tolerance=float(tolerance), freespace=bool(freespace),
                                          geometry={k: getattr(geometry, k) for k in ('samples', 'chirps', 'rx_per_chip', 'chips', 'tx', 'doppler_slots', 'max_range')},
                                          n_az=proc.n_az)))
@@ -280,17 +300,23 @@ def convert_radial(
     _STATE.clear()
     _STATE.update(root=str(root), out=str(out), layout=layout, representations=reps, freespace=bool(freespace) and layout == 'fftradnet',
                   tolerance=tolerance, proc=proc, readers={}, redo=bool(overwrite), sizes=sizes, specs=file_specs(layout, geometry, proc.n_az, dtype))
-    stats, files = {'converted': 0, 'reconverted': 0, 'skipped': 0}, {}
+    stats, files, failed = {'converted': 0, 'reconverted': 0, 'skipped': 0}, {}, []
     jobs = [f[:4] for f in frames]
     bar = tqdm(total=len(jobs), desc='convert-radial', unit='frame', disable=not progress)
     def done(res):
-        _, what, fs = res; stats[what] += 1; files.update(fs); bar.update()
+        fid, what, fs, err = res; bar.update()
+        if what == 'failed': failed.append((fid, err)); return
+        stats[what] += 1; files.update(fs)
     if workers > 1:
         with mp.get_context('fork').Pool(int(workers), initializer=_init_worker) as pool:
             for res in pool.imap_unordered(_work, jobs, chunksize=1): done(res)
     else:
         for j in jobs: done(_work(j))
     bar.close()
+    if failed:                                         # no split files, no convert.json: the folder is never marked finished
+        _STATE.clear(); failed.sort()
+        raise RecordError(f"{len(failed)} of {len(frames)} frames could not be converted (the other {len(frames) - len(failed)} are written whole "
+                          f"and a rerun skips them): " + '; '.join(m for _, m in failed[:5]) + ('; ...' if len(failed) > 5 else ''))
     sp = split_records([f[1] for f in frames], splits)
     split_ids = {name: [f[0] for f in frames if f[1] in set(recs)] for name, recs in sp.items()}
     if layout == 'echofusion':
@@ -314,6 +340,19 @@ def convert_radial(
 # %% ../../nbs/radial/35_convert.ipynb #c0a1e028
 from fastcore.script import call_parse, Param, store_true
 
+def convert_from_params(
+    p:dict,                # complete params (`drivenb.config.load_params`): `radial.convert` is read
+    overwrite:bool=False,  # reconvert everything
+    progress:bool=True,    # show a progress bar
+)->dict:                   # `convert_radial`'s summary
+    "Convert `radial.convert.root` into `radial.convert.out` as the `radial.convert` params say (the DVC stage `radial_convert`); raises as `convert_radial`."
+    c = p['radial']['convert']
+    return convert_radial(c['root'], c['out'], layout=c['layout'], representations=c['representations'], splits=c['splits'],
+                          workers=c['workers'], dtype=c['dtype'], overwrite=overwrite, progress=progress)
+
+_CLI_DEFAULTS = dict(root='data/radial', out='data/radial_kitti_format', layout='echofusion', representations=None, splits='auto',
+                     workers=2, dtype='complex128', tolerance=200000, freespace=False)
+
 @call_parse
 def main(
     root:Param("RADIal root (RECORD@ folders, labels.csv, CalibrationTable.npy)", str)='data/radial',
@@ -326,10 +365,20 @@ def main(
     tolerance:Param("SyncReader tolerance, µs (EchoFusion: 20000)", float)=200000,
     freespace:Param("fftradnet: write all-zero placeholder free-space masks", store_true)=False,
     overwrite:Param("reconvert everything, also over other params", store_true)=False,
+    params:Param("take every setting from this params file's radial.convert (the DVC stage); the options above must then stay unset", str)=None,
 ):
     "Convert raw RADIal records into EchoFusion's or FFTRadNet's layout (`convert_radial`, see nbs/radial/35_convert.ipynb)."
     from drivenb.cli import cli_run
-    reps = None if representations is None else tuple(r.strip() for r in representations.split(',') if r.strip())
-    m = cli_run(convert_radial, root, out, layout=layout, representations=reps, splits=splits, workers=workers, dtype=dtype,
-                tolerance=tolerance, freespace=freespace, overwrite=overwrite)
-    print(f"{m['message']} in {m['seconds']} s; splits {m['splits']} -> {out}")
+    if params is not None:
+        given = {k for k, v in dict(root=root, out=out, layout=layout, representations=representations, splits=splits, workers=workers,
+                                     dtype=dtype, tolerance=tolerance, freespace=freespace).items() if v != _CLI_DEFAULTS[k]}
+        def run():
+            if given: raise ValueError(f"--params {params} sets every option from its radial.convert section; do not also give {sorted('--' + k for k in given)}")
+            from drivenb.config import load_params
+            return convert_from_params(load_params(params), overwrite=overwrite)
+        m = cli_run(run)
+    else:
+        reps = None if representations is None else tuple(r.strip() for r in representations.split(',') if r.strip())
+        m = cli_run(convert_radial, root, out, layout=layout, representations=reps, splits=splits, workers=workers, dtype=dtype,
+                    tolerance=tolerance, freespace=freespace, overwrite=overwrite)
+    print(f"{m['message']} in {m['seconds']} s; splits {m['splits']}" + ('' if params else f" -> {out}"))

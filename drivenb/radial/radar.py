@@ -233,10 +233,14 @@ def save_calibration_table(table:dict, path) -> Path:
     path = Path(path); np.save(path, np.asarray(table, dtype=object), allow_pickle=True); return path
 
 def load_calibration_table(path) -> dict:
-    "Read an official-format `CalibrationTable.npy`; raises `FileNotFoundError` naming the path, `KeyError` naming a missing key."
+    "Read an official-format `CalibrationTable.npy`; raises `FileNotFoundError` naming the path, `ValueError` naming the path of a file that is not a pickled dict (cut short, damaged), `KeyError` naming a missing key."
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"calibration table not found: {path}")
-    t = np.load(path, allow_pickle=True).item()
+    try: t = np.load(path, allow_pickle=True).item()
+    except Exception as e:                                       # a cut or foreign file fails in numpy's header parser or in pickle
+        raise ValueError(f"{path}: not a readable calibration table ({type(e).__name__}: {e}); expected a pickled dict "
+                         f"with keys {list(CALIB_KEYS)} saved by np.save, as the official CalibrationTable.npy") from None
+    if not isinstance(t, dict): raise ValueError(f"{path}: calibration table must hold a dict with keys {list(CALIB_KEYS)}, got {type(t).__name__}")
     miss = [k for k in CALIB_KEYS if k not in t]
     if miss: raise KeyError(f"{path}: calibration table lacks {miss}; expected keys {list(CALIB_KEYS)}")
     return t

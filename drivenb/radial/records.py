@@ -291,7 +291,7 @@ def read_event(
     i:int,                  # event index in that sensor's list
     decode_camera:bool=True,  # camera: decode to a BGR image as `CameraReader`; False: the JPEG bytes
 ):                          # radar: (datasize/2,) int16; scala: (N, 11) float64; can: list of dicts; camera: (H, W, 3) uint8 BGR or bytes
-    "The payload of event `i` decoded as the official `SensorsReaders`; raises `RecordError` naming the file, log line and bytes when the file ends before `offset + datasize` or a JPEG does not decode."
+    "The payload of event `i` decoded as the official `SensorsReaders`; raises `RecordError` naming the file, log line and bytes when the file ends before `offset + datasize`, or a camera frame lacks the JPEG start/end markers or does not decode."
     off, size, ln = int(ev.offset[i]), int(ev.datasize[i]), int(ev.line[i])
     with open(ev.path, 'rb') as f:
         f.seek(off); b = f.read(size)
@@ -304,6 +304,8 @@ def read_event(
         n = struct.calcsize(CAN_STRUCT)
         return [dict(timestamp=struct.unpack_from('<Q', b, k)[0], ID=struct.unpack_from('<I', b, k + 8)[0], DATA=b[k + 12:k + 20]) for k in range(0, size // n * n, n)]
     if ev.sensor == 'camera':
+        if not (b[:2] == b'\xff\xd8' and b.rstrip(b'\x00')[-2:] == b'\xff\xd9'):   # the frame check of `RecordWriter.add_camera`
+            raise RecordError(f"{ev.path}: camera event {i} (events log line {ln}) at bytes {off}..{off + size} is not a JPEG (no FFD8 ... FFD9 markers): a damaged stream or a wrong offset")
         if not decode_camera: return b
         import cv2
         img = cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_COLOR)

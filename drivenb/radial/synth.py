@@ -21,7 +21,8 @@ from .records import RecordWriter, write_labels_csv, unlabelled_row, RECORD_RE
 # %% auto #0
 __all__ = ['EGO_T_RADAR', 'EGO_T_LASER', 'CAMERA', 'REF_RANGE', 'AMPLITUDE', 'GROUND_AMPLITUDE', 'MAX_AMPLITUDE', 'BUMPER_HEIGHT',
            'LASER_RINGS', 'LASER_HALF_FOV', 'radar_boxes', 'box_faces', 'unoccluded', 'radar_targets', 'vehicle_labels',
-           'laser_sweep', 'synth_frame', 'record_name', 'record_world', 'write_radial_dataset', 'main']
+           'laser_sweep', 'synth_frame', 'record_name', 'record_world', 'write_radial_dataset', 'synth_from_params',
+           'main']
 
 # %% ../../nbs/radial/40_synth.ipynb #a1c00006
 EGO_T_RADAR = make_T(np.eye(3), (3.9, 0., 0.55))   # radar -> ego: front grille, ego axes (x forward, y left, z up)
@@ -301,9 +302,22 @@ def write_radial_dataset(
                 seconds=round(time.time() - start, 2))
 
 # %% ../../nbs/radial/40_synth.ipynb #a1c0001e
+def synth_from_params(
+    p:dict,                # complete params (`drivenb.config.load_params`): `radial.synth` is read
+    overwrite:bool=False,  # replace an existing dataset at `radial.synth.root`
+)->dict:                   # `write_radial_dataset`'s summary
+    "Write the synthetic RADIal root that the `radial.synth` params describe (the DVC stage `radial_synth`); raises as `write_radial_dataset`."
+    s = p['radial']['synth']
+    return write_radial_dataset(s['root'], s['records'], s['frames_per_record'], s['seed'],
+                                RadarGeometry.official() if s['geometry'] == 'official' else RadarGeometry(), s['width'], s['height'],
+                                fov_deg=s['fov_deg'], noise=s['noise'], calib_n_az=s['calib_n_az'], condition=s['condition'], overwrite=overwrite)
+
+_CLI_DEFAULTS = dict(out='build/radial-synth', n_records=2, frames_per_record=5, seed=0, official=False, width=256, height=144,
+                     frame_period_us=100_000, fov_deg=60.0, noise=8.0, calib_n_az=151, condition='day')
+
 @call_parse
 def main(
-    out:str='data/radial-synth',      # dataset root to write
+    out:str='build/radial-synth',      # dataset root to write
     n_records:int=2,                  # record folders
     frames_per_record:int=5,          # radar frames per record
     seed:int=0,                       # dataset seed
@@ -316,13 +330,22 @@ def main(
     calib_n_az:int=151,               # azimuths of CalibrationTable.npy (official RA: 751)
     condition:str='day',              # weather and lighting, e.g. 'night+rain'
     overwrite:bool=False,             # replace an existing dataset at --out
+    params:str=None,                  # take every setting from this params file's `radial.synth` (the DVC stage); the options above must then stay unset
 ):
     "Generate a deterministic synthetic RADIal dataset (raw records, labels.csv, CalibrationTable.npy)."
+    given = {k: v for k, v in dict(out=out, n_records=n_records, frames_per_record=frames_per_record, seed=seed, official=official, width=width,
+             height=height, frame_period_us=frame_period_us, fov_deg=fov_deg, noise=noise, calib_n_az=calib_n_az, condition=condition).items()
+             if v != _CLI_DEFAULTS[k]}
     try:
-        s = write_radial_dataset(out, n_records, frames_per_record, seed, RadarGeometry.official() if official else RadarGeometry(),
-                                 width, height, frame_period_us, fov_deg, noise=noise, calib_n_az=calib_n_az, condition=condition,
-                                 overwrite=overwrite)
-    except (ValueError, TypeError, FileExistsError) as e:
-        print(f"drivenb-synth-radial: error: {e}", file=sys.stderr); sys.exit(2)
+        if params is not None:
+            if given: raise ValueError(f"--params {params} sets every option from its radial.synth section; do not also give {sorted('--' + k for k in given)}")
+            from drivenb.config import load_params
+            s = synth_from_params(load_params(params), overwrite=overwrite)
+        else:
+            s = write_radial_dataset(out, n_records, frames_per_record, seed, RadarGeometry.official() if official else RadarGeometry(),
+                                     width, height, frame_period_us, fov_deg, noise=noise, calib_n_az=calib_n_az, condition=condition,
+                                     overwrite=overwrite)
+    except (ValueError, TypeError, KeyError, FileExistsError, FileNotFoundError) as e:
+        print(f"drivenb-synth-radial: error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr); sys.exit(2)
     print(f"wrote {s['root']}: {len(s['records'])} records, {s['frames']} frames ({s['labelled_frames']} with vehicles), "
           f"{s['objects']} labelled vehicles, {s['seconds']:.1f} s")
