@@ -14,8 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, StrictInt, S
 __all__ = ['BEV_MIN_CELLS', 'Num', 'RADIAL_TRAIN', 'DEFAULTS', 'STUDIES', 'check_grid', 'F', 'Section', 'DataParams',
            'GridParams', 'ConvertParams', 'ModelParams', 'ParamGroup', 'TrainParams', 'EvaluateParams', 'Variant',
            'AblationParams', 'ToyParams', 'RadialSynthParams', 'RadialConvertParams', 'RadialModelParams',
-           'check_train_override', 'RadialEvaluateParams', 'RadialParams', 'Params', 'describe', 'study_train',
-           'load_params', 'project_root']
+           'check_train_override', 'RadialEvaluateParams', 'RadialVariant', 'RadialAblationParams', 'RadialParams',
+           'Params', 'describe', 'study_train', 'load_params', 'project_root']
 
 # %% ../nbs/01_config.ipynb #9287ef24
 BEV_MIN_CELLS = 9   # forward and lateral cells: the BEV decoder's stride-8 bottleneck needs at least 2 x 2 cells
@@ -219,6 +219,17 @@ class RadialEvaluateParams(Section):
     batch_size:int = F(2, "frames per forward pass in validation", ge=1)
     max_detections:int = F(100, "highest-scoring cells kept per frame before NMS (an untrained map has thousands above 0.05; the official code keeps all)", ge=1)
 
+class RadialVariant(Section):
+    representation:Literal['adc', 'rt', 'rd', 'ra', 'pcd'] = F('rd', "radar input of the variant (radial.model.representation)")
+    camera:bool = F(False, "fuse the front camera (radial.model.camera)")
+
+class RadialAblationParams(Section):
+    iters:int = F(300, "optimizer steps, the same for every variant", ge=1)
+    batch_size:int = F(4, "global batch", ge=1)
+    lr:float = F(1e-3, "peak learning rate", gt=0)
+    seeds:list[StrictInt] = F([0], "seeds: every variant runs once per seed (the report: mean and std over them)", min_length=1)
+    variants:dict[str, RadialVariant] = F({}, "name -> {representation, camera} (nbs/radial/80_ablate.ipynb)")
+
 RADIAL_TRAIN = dict(iters=150, batch_size=2, grad_acc=1, lr=1e-3, weight_decay=0.0, schedule='cosine', warmup=0.05,
                     val_every=50, ckpt_every=50, log_every=10, workers=0, out='runs/radial')
 
@@ -228,6 +239,7 @@ class RadialParams(Section):
     model:RadialModelParams = F(RadialModelParams(), "FFTRadNet family over every radar representation, optional camera fusion")
     train:dict = F(RADIAL_TRAIN, "overrides of the shared train section for this study (load_params(..., study='radial'), drivenb-train --study radial): any train key but task; absent keys keep train's value")
     evaluate:RadialEvaluateParams = F(RadialEvaluateParams(), "detection metrics of a radial checkpoint (and of the training validation)")
+    ablation:RadialAblationParams = F(RadialAblationParams(), "representation x camera ablation over seeds (nbs/radial/80_ablate.ipynb, dvc stages radial_ablate@<variant>-<seed>)")
     @field_validator('train')
     @classmethod
     def _train(cls, v): return check_train_override(v, 'radial.train')

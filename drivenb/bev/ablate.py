@@ -11,11 +11,12 @@ import yaml
 import matplotlib.pyplot as plt
 from ..config import load_params
 from ..io import atomic_write, atomic_write_json
+from ..ablation import read_runs, summarize as _summarize, compare, ranks, mean_pm_std as _pm
 
 # %% auto #0
 __all__ = ['SENSORS', 'INHERITED', 'BUDGET', 'sensors_of', 'variant_params', 'run_training', 'run_variant', 'ablation_rows',
-           'summarize', 'compare', 'ranks', 'ablation_table', 'condition_table', 'comparisons', 'comparison_lines',
-           'plot_ablation', 'radar_verdict', 'take_off_note', 'ablation_report', 'main']
+           'summarize', 'ablation_table', 'condition_table', 'comparisons', 'comparison_lines', 'plot_ablation',
+           'radar_verdict', 'take_off_note', 'ablation_report', 'main']
 
 # %% ../../nbs/bev/80_ablate.ipynb #2b0e28e1
 _OFF = dict(use_radar=False, use_metaradar=False, use_lidar=False)
@@ -139,61 +140,22 @@ def ablation_rows(
 )->list:                           # one dict per (variant, seed) (`run_variant`'s row)
     "Rows of every run of the ablation; raises `FileNotFoundError` naming a variant and seed that has not run."
     p = load_params(params)
-    names, seeds = list(p['ablation']['variants']), list(p['ablation']['seeds'])
-    if not names: raise ValueError("params ablation.variants is empty: name at least one variant (encoder, sensors)")
-    rows = []
-    for n in names:
-        for sd in seeds:
-            f = Path(reports) / n / f'seed{sd}' / 'metrics.json'
-            if not f.is_file(): raise FileNotFoundError(f"{f} not found: ablation variant {n!r} seed {sd} has not run (dvc repro ablate@{n}-{sd})")
-            rows.append(json.loads(f.read_text()))
-    return rows
+    if not p['ablation']['variants']: raise ValueError("params ablation.variants is empty: name at least one variant (encoder, sensors)")
+    return read_runs(reports, list(p['ablation']['variants']), list(p['ablation']['seeds']), stage='ablate')
 
 def _iou_keys(row:dict)->list: return [k for k, v in row.items() if k.startswith('iou') and isinstance(v, (int, float))]
 
 def summarize(
     rows:list,                     # `ablation_rows`
 )->list:                           # one dict per variant, in first-seen order: names, `n` seeds, `<iou key>` mean and `<iou key>_std`
-    "Mean and sample standard deviation over seeds of every IoU of each variant (NaN values are skipped)."
-    out = {}
-    for r in rows:
-        v = out.setdefault(r['variant'], dict(variant=r['variant'], encoder=r['encoder'], sensors=r['sensors'], params_count=r['params_count'],
-                                               iters=r['iters'], batch_size=r['batch_size'], image_size=r['image_size'], device=r['device'],
-                                               val_frames=r['val_frames'], frames_by_condition=r.get('frames_by_condition', {}), _runs=[]))
-        v['_runs'].append(r)
-    for v in out.values():
-        runs = v.pop('_runs')
-        v['seeds'] = [r['seed'] for r in runs]; v['n'] = len(runs)
-        v['train_s'] = float(np.mean([r['train_s'] for r in runs]))
-        for k in _iou_keys(runs[0]):
-            x = np.array([r.get(k, np.nan) for r in runs], np.float64); x = x[np.isfinite(x)]
-            v[k] = float(x.mean()) if len(x) else float('nan')
-            v[k + '_std'] = float(x.std(ddof=1)) if len(x) > 1 else 0.0
-            v[k + '_runs'] = [float(r.get(k, np.nan)) for r in runs]
-    return list(out.values())
+    "Mean and sample standard deviation over seeds of every IoU of each variant (NaN values are skipped): `drivenb.ablation.summarize` with the IoU keys."
+    out = _summarize(rows, _iou_keys, carry=('encoder', 'sensors', 'params_count', 'iters', 'batch_size', 'image_size', 'device', 'val_frames', 'frames_by_condition'),
+                     means=('train_s',))
+    for v in out: v['frames_by_condition'] = v['frames_by_condition'] or {}
+    return out
 
-def compare(
-    a:dict, b:dict,                # two `summarize` entries
-    key:str='iou',                 # the metric, e.g. 'iou', 'iou_35_50m', 'iou_night'
-)->dict:                           # delta (a - b, mean), spread (std a + std b), resolved (bool), a and b's means
-    "Is `a` better or worse than `b` on `key` beyond the seed spread? Resolved: |delta| > std_a + std_b with >= 2 seeds each."
-    d = a.get(key, float('nan')) - b.get(key, float('nan'))
-    spread = a.get(key + '_std', 0.0) + b.get(key + '_std', 0.0)
-    ok = bool(np.isfinite(d) and a['n'] >= 2 and b['n'] >= 2 and abs(d) > spread)
-    return dict(key=key, a=a['variant'], b=b['variant'], mean_a=a.get(key, float('nan')), mean_b=b.get(key, float('nan')), delta=d, spread=spread, resolved=ok)
-
-def ranks(
-    summary:list,                  # `summarize`
-    key:str='iou',
-)->dict:                           # variant -> rank: 1 + the number of variants resolved better on `key`
-    "Ranks in which only resolved differences count: unresolved variants share a rank."
-    return {a['variant']: 1 + sum(compare(b, a, key)['resolved'] and b[key] > a[key] for b in summary if b is not a) for a in summary}
 
 # %% ../../nbs/bev/80_ablate.ipynb #ef0e5ea7
-def _pm(v:dict, k:str, nd:int=3)->str:
-    m = v.get(k, float('nan'))
-    return '-' if not np.isfinite(m) else f"{m:.{nd}f} ± {v.get(k + '_std', 0.0):.{nd}f}" if v['n'] > 1 else f"{m:.{nd}f}"
-
 def _bands(row:dict)->list: return [k for k in _iou_keys(row) if re.fullmatch(r'iou_[\d.]+_[\d.]+m', k)]
 def _conditions(row:dict)->list:
     order = ['day', 'night', 'rain', 'fog', 'night+rain', 'night+fog', 'unknown']
@@ -204,7 +166,7 @@ def ablation_table(
     summary:list,                  # `summarize`
 )->str:                            # a Markdown table, one row per variant, by rank then mean IoU
     "Markdown table: rank (resolved differences only), variant, encoder, sensors, parameters, val IoU and IoU by band (mean ± std over seeds), seeds, train time."
-    bands, rk = _bands(summary[0]), ranks(summary)
+    bands, rk = _bands(summary[0]), ranks(summary, 'iou')
     order = sorted(summary, key=lambda v: (rk[v['variant']], -v['iou']))
     head = ['rank', 'variant', 'encoder', 'sensors', 'params (M)', 'val IoU'] + [b.replace('iou_', 'IoU ').replace('_', '-') for b in bands] + ['seeds', 'train (s)']
     lines = ['| ' + ' | '.join(head) + ' |', '|' + '|'.join(['---'] * len(head)) + '|']
