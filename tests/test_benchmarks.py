@@ -56,7 +56,8 @@ def test_quick_run_writes_a_full_report(tmp_path):
     m = re.search(r"x the fastest step's consumption \(([^:]+): ([\d.]+) frames/s\)", text)
     assert m, 'loader row without the train step it is compared with'
     fastest, consumed = m[1], float(m[2])
-    assert fastest == min(train_s, key=train_s.get), (fastest, train_s)
+    # the printed times are rounded to 2 decimals: a tie there may name either step
+    assert fastest in train_s and train_s[fastest] == min(train_s.values()), (fastest, train_s)
     assert consumed == pytest.approx(1 / train_s[fastest], rel=0.1, abs=0.01), (consumed, train_s)
     verdicts = re.findall(r'^- (met|\*\*missed\*\*): loader not the bottleneck, loader frames/s > fastest train step frames/s$', text, re.M)
     assert len(verdicts) == 1, verdicts
