@@ -58,19 +58,22 @@ def summarize(
 def compare(
     a:dict, b:dict,                 # two `summarize` entries
     key:str,                        # the metric, e.g. 'iou', 'iou_35_50m', 'f1'
+    floor:float=0.0,                # smallest |delta| ever resolved, in the metric's units (>= 0)
 )->dict:                            # key, a, b (variant names), mean_a, mean_b, delta (a - b), spread (std a + std b), resolved (bool)
-    "Is `a` better or worse than `b` on `key` beyond the seed spread? Resolved: |delta| > std_a + std_b with >= 2 seeds each."
+    "Is `a` better or worse than `b` on `key` beyond the seed spread? Resolved: |delta| > max(std_a + std_b, floor) with >= 2 seeds each."
     d = a.get(key, float('nan')) - b.get(key, float('nan'))
     spread = a.get(key + '_std', 0.0) + b.get(key + '_std', 0.0)
-    ok = bool(np.isfinite(d) and a['n'] >= 2 and b['n'] >= 2 and abs(d) > spread)
+    if not floor >= 0: raise ValueError(f"floor must be >= 0 (the metric's units), got {floor}")
+    ok = bool(np.isfinite(d) and a['n'] >= 2 and b['n'] >= 2 and abs(d) > max(spread, floor))
     return dict(key=key, a=a['variant'], b=b['variant'], mean_a=a.get(key, float('nan')), mean_b=b.get(key, float('nan')), delta=d, spread=spread, resolved=ok)
 
 def ranks(
     summary:list,                   # `summarize`
     key:str,                        # the metric ranked, higher is better
+    floor:float=0.0,                # smallest difference resolved (`compare`)
 )->dict:                            # variant -> rank: 1 + the number of variants resolved better on `key`
     "Ranks in which only resolved differences count: unresolved variants share a rank."
-    return {a['variant']: 1 + sum(compare(b, a, key)['resolved'] and b[key] > a[key] for b in summary if b is not a) for a in summary}
+    return {a['variant']: 1 + sum(compare(b, a, key, floor)['resolved'] and b[key] > a[key] for b in summary if b is not a) for a in summary}
 
 def mean_pm_std(
     v:dict,                         # a `summarize` entry

@@ -178,6 +178,7 @@ class RadialConvertParams(Section):
     dtype:Literal['complex128', 'complex64'] = F('complex64', "ADC/RT/RD dtype: complex128 (official float64 processing) or complex64 (half the disk; RA then float32)")
     splits:Literal['auto', 'official'] = F('auto', "records per split: 'official' (FFTRadNet's val/test sequences) or 'auto' (those if present, else the last records)")
     workers:int = F(2, "conversion processes (0: in this process)", ge=0)
+    freespace:str = F('auto', "free-space masks (FFTRadNet's radar_Freespace/freespace_%06d.png) copied beside the frames: 'auto' (<root>/radar_Freespace when present), 'none', or a folder (a real RADIal 'ready to use' download's radar_Freespace)", min_length=1)
 
 class RadialModelParams(Section):
     representation:Literal['adc', 'rt', 'rd', 'ra', 'pcd'] = F('rd', "radar input: adc/rt/rd complex cubes through FFTRadNet's MIMO pre-encoder and FPN; ra/pcd polar maps through a conv stem")
@@ -185,6 +186,7 @@ class RadialModelParams(Section):
     width:float = F(0.25, "FFTRadNet width multiplier (1: the official 192-56 network)", gt=0)
     camera_channels:int = F(16, "feature channels of the image CNN (model.camera)", ge=1)
     image_size:Optional[list[StrictInt]] = F(None, "camera input [H, W], pixels: images resized, intrinsics scaled; null: as stored")
+    freespace:bool = F(True, "train and score FFTRadNet's free-space head (BCE, official weight 100); needs converted free-space masks (radial.convert.freespace)")
     stats_frames:int = F(16, "train frames whose per-channel mean / std normalise the input (FFTRadNet statistics.input_mean / input_std)", ge=1)
     @field_validator('image_size')
     @classmethod
@@ -217,6 +219,7 @@ class RadialEvaluateParams(Section):
     range_min:float = F(5.0, "m, nearest scored range (official 5)", ge=0)
     range_max:float = F(100.0, "m, farthest scored range (official 100)", gt=0)
     batch_size:int = F(2, "frames per forward pass in validation", ge=1)
+    freespace_range:float = F(50.0, "m: the free-space mIoU scores the range rows below it (official: rows 0..123 of 256, '0 to 50m')", gt=0)
     max_detections:int = F(100, "highest-scoring cells kept per frame before NMS (an untrained map has thousands above 0.05; the official code keeps all)", ge=1)
 
 class RadialVariant(Section):
@@ -228,6 +231,7 @@ class RadialAblationParams(Section):
     batch_size:int = F(4, "global batch", ge=1)
     lr:float = F(1e-3, "peak learning rate", gt=0)
     seeds:list[StrictInt] = F([0], "seeds: every variant runs once per seed (the report: mean and std over them)", min_length=1)
+    freespace:bool = F(False, "train FFTRadNet's free-space head in every variant too (EchoFusion's grid, arXiv 2307.16532 Table 1, is detection only)")
     variants:dict[str, RadialVariant] = F({}, "name -> {representation, camera} (nbs/radial/80_ablate.ipynb)")
 
 RADIAL_TRAIN = dict(iters=150, batch_size=2, grad_acc=1, lr=1e-3, weight_decay=0.0, schedule='cosine', warmup=0.05,

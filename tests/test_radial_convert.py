@@ -36,6 +36,7 @@ def test_echofusion_files(root, kitti):
     for fid in range(6):
         fs = frame_files('echofusion', ('adc', 'rd', 'pcd', 'ra'), fid)
         assert all((out / p).is_file() for p in fs.values())
+        assert (out / 'freespace' / f'{fid:06d}.png').read_bytes() == (root / 'radar_Freespace' / f'freespace_{fid:06d}.png').read_bytes()
         assert np.fromfile(out / fs['rd'], np.complex128).size == int(np.prod(G.cube_shape))
         assert np.fromfile(out / fs['adc'], np.complex128).size == int(np.prod(G.cube_shape))
         assert (out / fs['ra']).stat().st_size == G.samples * 151 * 8             # float64 (S, n_az)
@@ -101,7 +102,10 @@ def test_fftradnet_layout(root, tmp_path):
     assert jpg[:2] == b'\xff\xd8' and jpg[-2:] == b'\xff\xd9'
     import cv2
     fs = cv2.imread(str(out / 'radar_Freespace' / 'freespace_000001.png'), cv2.IMREAD_UNCHANGED)
-    assert fs.shape == (512, 900) and not fs.any()
+    assert fs.shape == (G.samples, 900) and fs.dtype == np.uint8 and set(np.unique(fs)) <= {0, 255}
+    for fid in range(6):                                                   # copied byte for byte from the root's masks
+        name = f'freespace_{fid:06d}.png'
+        assert (out / 'radar_Freespace' / name).read_bytes() == (root / 'radar_Freespace' / name).read_bytes()
     assert not (out / 'ImageSets').exists()
 
 def test_bad_inputs(root, tmp_path):
@@ -124,3 +128,18 @@ def test_other_params_refused(root, kitti):
     with pytest.raises(ValueError, match='other params'):
         convert_radial(root, out, dtype='complex64', workers=1, progress=False)
     assert json.loads((out / 'convert.json').read_text())['params']['dtype'] == 'complex128'
+
+def test_freespace_sources(root, tmp_path):
+    "'none' writes no mask; a missing or misshapen mask stops the run before any frame, naming the file."
+    m = convert_radial(root, tmp_path / 'nofs', representations=('rd',), freespace='none', workers=0, progress=False)
+    assert m['params']['freespace'] is None and not (tmp_path / 'nofs' / 'freespace').exists()
+    with pytest.raises(FileNotFoundError, match='not found'): convert_radial(root, tmp_path / 'o1', freespace=tmp_path / 'nowhere', progress=False)
+    import shutil, cv2
+    fs = tmp_path / 'fs'; shutil.copytree(root / 'radar_Freespace', fs)
+    (fs / 'freespace_000004.png').unlink()
+    with pytest.raises(FileNotFoundError, match='freespace_000004.png: missing free-space mask of numSample 4'):
+        convert_radial(root, tmp_path / 'o2', freespace=fs, progress=False)
+    cv2.imwrite(str(fs / 'freespace_000004.png'), np.zeros((512, 900), np.uint8))
+    with pytest.raises(ValueError, match=r'freespace_000004.png: free-space mask of 512 x 900 pixels .*expected 128 x 900'):
+        convert_radial(root, tmp_path / 'o3', freespace=fs, progress=False)
+    assert not (tmp_path / 'o2').exists() and not (tmp_path / 'o3').exists()

@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -12,7 +13,7 @@ from drivenb.geometry import apply_T, invert_T
 from drivenb.radial.dsp import RadarProcessor
 from drivenb.radial.radar import CHIP_NAMES, RadarGeometry, load_calibration_table
 from drivenb.radial.records import LABEL_COLUMNS, SyncReader, read_labels_csv
-from drivenb.radial.synth import EGO_T_LASER, EGO_T_RADAR, record_world, write_radial_dataset
+from drivenb.radial.synth import EGO_T_LASER, EGO_T_RADAR, FREESPACE_COLUMNS, freespace_mask, record_world, write_radial_dataset
 from drivenb.synth.world import VEHICLE_KINDS
 
 N_REC, N_FR, SEED = 2, 4, 3
@@ -42,7 +43,7 @@ def _face_middles(world, t):
 
 def test_layout(ds):
     root, s = ds
-    assert sorted(p.name for p in root.iterdir()) == ['CalibrationTable.npy', *s['records'], 'labels.csv']
+    assert sorted(p.name for p in root.iterdir()) == ['CalibrationTable.npy', *s['records'], 'labels.csv', 'radar_Freespace']
     assert s['frames'] == N_REC * N_FR
     assert (root / 'labels.csv').read_text().splitlines()[0] == ','.join(LABEL_COLUMNS)
     t = load_calibration_table(root / 'CalibrationTable.npy')
@@ -127,6 +128,7 @@ def test_deterministic(ds, tmp_path):
     root, s = ds
     again = write_radial_dataset(tmp_path / 'again', N_REC, N_FR, SEED)
     assert _files(root) == _files(tmp_path / 'again')
+    assert sum(k.startswith('radar_Freespace/freespace_') for k in _files(root)) == N_REC * N_FR   # the masks are compared too
     assert again['agents'] == s['agents']
     other = write_radial_dataset(tmp_path / 'other', 1, 2, SEED + 1)
     assert (tmp_path / 'other' / 'labels.csv').read_bytes() != (root / 'labels.csv').read_bytes()
@@ -166,3 +168,50 @@ def test_cli_reports_bad_argument(tmp_path):
     r = subprocess.run([sys.executable, str(runner), '--out', str(tmp_path / 'o'), '--n_records', '0'], capture_output=True, text=True)
     assert r.returncode == 2 and 'n_records' in r.stderr, r.stderr
     assert not (tmp_path / 'o').exists()
+
+
+def test_freespace_pngs(tmp_path):
+    "Every frame (labelled or not) has radar_Freespace/freespace_{numSample:06d}.png: (samples, 900) uint8 in {0, 255}, equal to `freespace_mask`."
+    root = tmp_path / 'fs'
+    s = write_radial_dataset(root, 2, 3, SEED)
+    labels = read_labels_csv(root / 'labels.csv')
+    names = sorted(p.name for p in (root / 'radar_Freespace').iterdir())
+    assert names == [f'freespace_{n:06d}.png' for n in sorted(labels)] == [f'freespace_{n:06d}.png' for n in range(6)]
+    for n, fl in labels.items():
+        m = cv2.imread(str(root / 'radar_Freespace' / f'freespace_{n:06d}.png'), cv2.IMREAD_UNCHANGED)
+        assert m.shape == (G.samples, FREESPACE_COLUMNS) == (128, 900) and m.dtype == np.uint8
+        assert set(np.unique(m).tolist()) <= {0, 255} and (m == 255).any()
+        world = record_world(SEED, s['records'].index(fl.dataset), 3)
+        assert (m == freespace_mask(world, fl.dataset_index * 0.1, G)).all()
+
+
+def test_overwrite_replaces_freespace(tmp_path):
+    (tmp_path / 'radar_Freespace').mkdir()
+    with pytest.raises(FileExistsError, match='radar_Freespace'): write_radial_dataset(tmp_path, 1, 1, 0)
+    write_radial_dataset(tmp_path, 1, 3, 0, overwrite=True)
+    write_radial_dataset(tmp_path, 1, 1, 0, overwrite=True)
+    assert [p.name for p in (tmp_path / 'radar_Freespace').iterdir()] == ['freespace_000000.png']
+
+
+@pytest.mark.parametrize('index,t', [(0, 0.2), (1, 0.3)])
+def test_freespace_matches_brute_force(index, t):
+    "The windowed footprint test of `freespace_mask` equals testing every cell against every box (independent of the library)."
+    world = record_world(SEED, index, 4)
+    bx = world.boxes_at(t)
+    rTg = invert_T(world.global_T_ego(t) @ EGO_T_RADAR)
+    ctr = apply_T(rTg, bx['centre'])[:, :2]
+    yaw = bx['yaw'] + math.atan2(rTg[1, 0], rTg[0, 0])                                  # box yaw about the radar's x axis
+    az = np.radians(-90 + 0.2 * (np.arange(900) + 0.5))
+    r = (np.arange(G.samples) + 0.5) * G.range_bin
+    x, y = r[:, None] * np.cos(az), r[:, None] * np.sin(az)                             # S,900 radar frame
+    occ = np.zeros(x.shape, bool)
+    for b in np.nonzero(bx['kind'] != 13)[0]:                                             # 13: tree crowns, overhead
+        c, s = math.cos(yaw[b]), math.sin(yaw[b])
+        dx, dy = x - ctr[b, 0], y - ctr[b, 1]
+        occ |= (np.abs(c * dx + s * dy) <= bx['half'][b, 0]) & (np.abs(-s * dx + c * dy) <= bx['half'][b, 1])
+    g = apply_T(invert_T(rTg), np.stack([x, y, np.full_like(x, -EGO_T_RADAR[2, 3])], -1).reshape(-1, 3)).reshape(*x.shape, 3)
+    _, d = world.to_road(g[..., 0], g[..., 1])
+    first = np.array([np.nonzero(col)[0][0] if col.any() else G.samples for col in occ.T])
+    ref = (d >= world.edges[0]) & (d <= world.edges[1]) & (np.arange(G.samples)[:, None] < first)
+    assert occ.any() and ref.any()
+    assert (freespace_mask(world, t, G) == np.where(ref, 255, 0)).all()

@@ -51,6 +51,30 @@ def test_validate_keys(radial):
     tr, va = build_datasets(p)
     m = radial_validate(build_model(p, tr), va, 'cpu', p)
     assert METRICS <= set(m) and 0 <= m['f1'] <= 1 and np.isfinite(m['loss'])
+    assert 0 <= m['freespace_miou'] <= 1                                    # radial.model.freespace is on by default
+
+def test_freespace(radial, tmp_path):
+    "The free-space target is FFTRadNet's crop + nearest resize of the mask; the head adds the BCE term; no masks -> a named error."
+    _, p = radial
+    ds = RadialFrames(p['radial']['convert']['out'], 'train', 'rd', freespace=True)
+    seg = ds[0]['seg']
+    assert tuple(seg.shape) == (64, 224) and set(seg.unique().tolist()) <= {0.0, 1.0} and 0 < float(seg.mean()) < 1
+    import cv2
+    mask = cv2.imread(str(ds.root / ds.files[0]['freespace']), cv2.IMREAD_UNCHANGED) == 255     # 128 x 900
+    # PIL's nearest resize by 2 in range and in azimuth of the central 448 columns takes the pixel at 2 i + 1 (the cell's centre, rounded up)
+    assert (mask[:, 226:674][1::2, 1::2] == seg.numpy().astype(bool)).all()
+    net = build_model(p, ds)
+    from drivenb.radial.task import radial_loss
+    b = {k: torch.stack([ds[i][k] for i in range(2)]) for k in ('x', 'target', 'seg')}
+    total, parts = radial_loss(net, b)
+    assert {'cls', 'reg', 'seg', 'total'} <= set(parts) and parts['seg'] > 0 and torch.isfinite(total)
+    q = load_params(tiny_radial_params(tmp_path, convert={'root': p['radial']['convert']['root'], 'out': str(tmp_path / 'nofs'), 'freespace': 'none',
+                                                         'representations': ['rd']}), study='radial')
+    prepare(q)
+    with pytest.raises(ValueError, match='radial.model.freespace: false'): build_datasets(q)
+    q['radial']['model']['freespace'] = False
+    tr, va = build_datasets(q)
+    assert 'seg' not in tr[0] and 'Segmentation' not in build_model(q, tr)(tr[0]['x'][None])
 
 @pytest.mark.parametrize('rep', ['rd', 'ra'])
 def test_train_engine(radial, tmp_path, rep):

@@ -14,8 +14,8 @@ from ..io import atomic_write, atomic_write_json
 from ..ablation import read_runs, summarize, compare, ranks, mean_pm_std
 
 # %% auto #0
-__all__ = ['INHERITED', 'BUDGET', 'METRICS', 'KEYS', 'variant_params', 'run_variant', 'ablation_rows', 'summarize_runs',
-           'comparisons', 'comparison_lines', 'ablation_table', 'plot_ablation', 'ablation_report', 'main']
+__all__ = ['INHERITED', 'BUDGET', 'METRICS', 'KEYS', 'FLOOR', 'variant_params', 'run_variant', 'ablation_rows', 'summarize_runs',
+           'learned', 'comparisons', 'comparison_lines', 'ablation_table', 'plot_ablation', 'ablation_report', 'main']
 
 # %% ../../nbs/radial/80_ablate.ipynb #ra800006
 INHERITED = ('radial.convert.out', 'radial.convert.representations', 'radial.model.width', 'radial.model.camera_channels',
@@ -23,13 +23,13 @@ INHERITED = ('radial.convert.out', 'radial.convert.representations', 'radial.mod
              'radial.train.schedule', 'radial.train.warmup', 'radial.train.log_every', 'radial.train.workers',
              'radial.evaluate.split', 'radial.evaluate.thresholds', 'radial.evaluate.iou_threshold', 'radial.evaluate.nms_threshold',
              'radial.evaluate.range_min', 'radial.evaluate.range_max', 'radial.evaluate.batch_size', 'radial.evaluate.max_detections',
-             'train.device', 'train.amp', 'train.grad_clip', 'train.max_bad_steps', 'train.max_param_abs')
+             'radial.evaluate.freespace_range', 'train.device', 'train.amp', 'train.grad_clip', 'train.max_bad_steps', 'train.max_param_abs')
 "Dotted params keys a variant takes from the study's params (the `radial_ablate` stages in dvc.yaml list them as params)."
 
-BUDGET = ('iters', 'batch_size', 'lr')
+BUDGET = ('iters', 'batch_size', 'lr', 'freespace')
 "Keys of `radial.ablation` every variant shares (a fair comparison)."
 
-METRICS = ('f1', 'ap', 'ar', 'bev_ap50', 'bev_ap70', 'range_error', 'angle_error')
+METRICS = ('f1', 'ap', 'ar', 'bev_ap50', 'bev_ap70', 'range_error', 'angle_error', 'freespace_miou')
 "Metrics of `drivenb.radial.task.evaluate` the report summarizes (errors: lower is better; the others: higher)."
 
 def _get(d:dict, key:str):
@@ -69,7 +69,7 @@ def variant_params(
     for k in INHERITED: _set(over, k, _get(base, k))
     run, rep = f"{runs}/{variant}/seed{seed}", f"{reports}/{variant}/seed{seed}"
     return load_params(over, {'radial': {
-        'model': {'representation': representation, 'camera': camera},
+        'model': {'representation': representation, 'camera': camera, 'freespace': a['freespace']},
         'train': {'iters': a['iters'], 'batch_size': a['batch_size'], 'lr': float(a['lr']), 'seed': seed, 'out': run,
                   'val_every': a['iters'], 'ckpt_every': a['iters']},
         'evaluate': {'checkpoint': f"{run}/best.pt", 'out': rep}}}, study='radial')
@@ -88,7 +88,7 @@ def run_variant(
     m = evaluate(p)
     mo = p['radial']['model']
     row = dict(variant=run.parent.name, representation=mo['representation'], camera=mo['camera'], params_count=s['params_count'],
-               **{k: float(m[k]) for k in METRICS}, iters=s['steps'], batch_size=p['train']['batch_size'], seed=p['train']['seed'],
+               **{k: None if m.get(k) is None else float(m[k]) for k in METRICS}, iters=s['steps'], batch_size=p['train']['batch_size'], seed=p['train']['seed'],
                device=s['device'], train_s=s['seconds'], samples_per_s=s['samples_per_s'], wall_s=round(time.time() - t0, 1),
                val_frames=m['frames'], split=m['split'])
     atomic_write_json(rep / 'metrics.json', row)
@@ -114,6 +114,13 @@ def summarize_runs(
 KEYS = ('f1', 'ap', 'bev_ap50')
 "Metrics the comparisons are made on (higher is better)."
 
+FLOOR = 0.01
+"Smallest difference of F1 / AP / BEV AP ever called resolved (`drivenb.ablation.compare`): variants that did not learn give 0.000 for every seed, a spread of 0."
+
+def learned(v:dict)->bool:
+    "A variant learned at this budget: its mean F1 or BEV AP50 reaches `FLOOR`."
+    return bool(np.nanmax([v['f1'], v['bev_ap50']]) >= FLOOR)
+
 def comparisons(
     summary:list,                        # `summarize_runs`
     ref:str='rd',                        # the reference representation (FFTRadNet's input)
@@ -125,7 +132,7 @@ def comparisons(
             if a is b: continue
             q = ('representation' if a['camera'] == b['camera'] and b['representation'] == ref != a['representation'] else
                  'camera' if a['representation'] == b['representation'] and a['camera'] and not b['camera'] else None)
-            if q: out += [dict(compare(a, b, k), question=q) for k in KEYS]
+            if q: out += [dict(compare(a, b, k, FLOOR), question=q) for k in KEYS]
     return out
 
 def comparison_lines(
@@ -139,13 +146,13 @@ def comparison_lines(
 def ablation_table(
     summary:list,                        # `summarize_runs`
 )->str:                                  # Markdown table, by rank (resolved F1 differences only) then mean F1
-    "Markdown table: rank, variant, representation, camera, parameters, F1, AP, AR, BEV AP50/70, range and angle error (mean ± std over seeds), seeds, train time."
-    rk = ranks(summary, 'f1')
+    "Markdown table: rank, variant, representation, camera, parameters, F1, AP, AR, BEV AP50/70, range and angle error, free-space mIoU (mean ± std over seeds), seeds, train time."
+    rk = ranks(summary, 'f1', FLOOR)
     order = sorted(summary, key=lambda v: (rk[v['variant']], -v['f1']))
-    head = ['rank', 'variant', 'representation', 'camera', 'params (M)', 'F1', 'AP', 'AR', 'BEV AP50', 'BEV AP70', 'range err (m)', 'angle err (deg)', 'seeds', 'train (s)']
+    head = ['rank', 'variant', 'representation', 'camera', 'params (M)', 'F1', 'AP', 'AR', 'BEV AP50', 'BEV AP70', 'range err (m)', 'angle err (deg)', 'free-space mIoU', 'seeds', 'train (s)']
     lines = ['| ' + ' | '.join(head) + ' |', '|' + '|'.join(['---'] * len(head)) + '|']
     for v in order:
-        cells = [rk[v['variant']], v['variant'], v['representation'], 'yes' if v['camera'] else 'no', f"{v['params_count'] / 1e6:.3f}",
+        cells = [rk[v['variant']], v['variant'] + ('' if learned(v) else ' (not learned)'), v['representation'], 'yes' if v['camera'] else 'no', f"{v['params_count'] / 1e6:.3f}",
                  *[mean_pm_std(v, k) for k in METRICS], v['n'], f"{v['train_s']:.0f}"]
         lines.append('| ' + ' | '.join(map(str, cells)) + ' |')
     return '\n'.join(lines) + '\n'
@@ -192,7 +199,8 @@ def ablation_report(
           f"arXiv 2307.16532), mean ± sample std over seeds {p['radial']['ablation']['seeds']}, written by `drivenb-radial-ablation-report` from "
           f"`{reports}/<variant>/seed<k>/metrics.json`; each run's executed notebook is `{reports}/<variant>/seed<k>/radial_variant.ipynb`. "
           f"**Rank** counts only resolved F1 differences: two variants are ranked apart when their means differ by more than the sum of their "
-          f"standard deviations (at least two seeds each); variants within that share a rank (`drivenb.ablation`).\n",
+          f"standard deviations and by more than {FLOOR} (at least two seeds each); variants within that share a rank (`drivenb.ablation`). "
+          f"*(not learned)*: mean F1 and BEV AP50 both below {FLOOR} at this budget.\n",
           ablation_table(summary),
           "![F1 and BEV AP50 per variant](radial_ablation.png)\n",
           "## Which differences are resolved\n",

@@ -16,9 +16,9 @@ from .dsp import RadarProcessor, complex_dtype
 from .records import SyncReader, RecordError, read_labels_csv, unlabelled_row, events_log_path, LABEL_COLUMNS, SENSOR_EXT
 
 # %% auto #0
-__all__ = ['OFFICIAL_SPLITS', 'LAYOUTS', 'REPRESENTATIONS', 'DEFAULT_REPRESENTATIONS', 'LABEL_FMT', 'FREESPACE_SHAPE', 'PNG_END',
-           'JPEG_START', 'JPEG_END', 'frame_files', 'file_ok', 'file_specs', 'split_records', 'radar_pcl',
-           'convert_frame', 'convert_radial', 'convert_from_params', 'main']
+__all__ = ['OFFICIAL_SPLITS', 'LAYOUTS', 'REPRESENTATIONS', 'DEFAULT_REPRESENTATIONS', 'LABEL_FMT', 'FREESPACE_SHAPE',
+           'FREESPACE_FILE', 'PNG_END', 'JPEG_START', 'JPEG_END', 'frame_files', 'file_ok', 'png_shape', 'file_specs',
+           'split_records', 'radar_pcl', 'convert_frame', 'convert_radial', 'convert_from_params', 'main']
 
 # %% ../../nbs/radial/35_convert.ipynb #c0a1e006
 OFFICIAL_SPLITS = {
@@ -34,19 +34,22 @@ DEFAULT_REPRESENTATIONS = {'echofusion': ('rd', 'pcd', 'ra'), 'fftradnet': ('rd'
 LABEL_FMT = '%d %d %d %d %d ' + ' '.join(['%.2f'] * 9) + ' %s %d %d'
 "EchoFusion's `np.savetxt` format of one `labels/%06d.txt` line: the 17 `labels.csv` columns."
 FREESPACE_SHAPE = (512, 900)
-"(range px, azimuth px over 180 deg) of an official free-space mask (`FFTRadNet/dataset/dataset.py`)."
+"(range px, azimuth px over 180 deg) of an official free-space mask (`FFTRadNet/dataset/dataset.py`); a geometry's mask has `geometry.samples` rows."
+FREESPACE_FILE = 'freespace_{:06d}.png'
+"File of the mask of `numSample` n in a `radar_Freespace` folder (RADIal 'ready to use', drivenb's synthetic root)."
 PNG_END, JPEG_START, JPEG_END = b'IEND\xaeB`\x82', b'\xff\xd8', b'\xff\xd9'
 
 def frame_files(
     layout:str,               # 'echofusion' or 'fftradnet'
     representations,          # radar representations, a subset of `REPRESENTATIONS[layout]`
     fid:int,                  # frame id = labels.csv `numSample`
-    freespace:bool=False,     # fftradnet: also the placeholder free-space mask
+    freespace:bool=False,     # also the free-space mask (copied from `convert_radial(freespace=...)`)
 )->dict:                      # {what: path relative to the output root}
     "The files of one converted frame, keyed by what they hold ('image', 'lidar', 'labels', 'adc', 'rt', 'rd', 'pcd', 'ra', 'freespace')."
     if layout == 'echofusion':
         out = {'image': f'images/{fid:06d}.png', 'lidar': f'lidars/{fid:06d}.bin', 'labels': f'labels/{fid:06d}.txt'}
         out.update({r: f'radars_{r}/{fid:06d}.bin' for r in representations})
+        if freespace: out['freespace'] = f'freespace/{fid:06d}.png'         # drivenb's addition: EchoFusion has no free space
     else:
         out = {'image': f'camera/image_{fid:06d}.jpg', 'lidar': f'laser_PCL/pcl_{fid:06d}.npy'}
         if 'rd' in representations: out['rd'] = f'radar_FFT/fft_{fid:06d}.npy'
@@ -85,6 +88,14 @@ def file_ok(
     except (OSError, ValueError, UnicodeDecodeError): return False
     return False
 
+def png_shape(
+    path,                     # a PNG file
+)->tuple:                     # (height, width, bit depth, colour type) from its IHDR chunk (colour type 0: grey)
+    "Size and pixel format of a PNG from its 26-byte header, without decoding it; raises `ValueError` naming a file that is not a PNG."
+    with open(path, 'rb') as f: h = f.read(26)
+    if len(h) < 26 or h[:8] != b'\x89PNG\r\n\x1a\n' or h[12:16] != b'IHDR': raise ValueError(f"{path}: not a PNG file")
+    return int.from_bytes(h[20:24], 'big'), int.from_bytes(h[16:20], 'big'), h[24], h[25]
+
 def file_specs(
     layout:str,               # 'echofusion' or 'fftradnet'
     geometry:RadarGeometry,   # radar geometry of the converted frames
@@ -97,7 +108,7 @@ def file_specs(
     if layout == 'echofusion':
         return {'image': {'end': PNG_END, 'start': b'\x89PNG'}, 'lidar': {'record': 44}, 'labels': {'text': 17},
                 **{k: {'bytes': cube * c.itemsize} for k in ('adc', 'rt', 'rd')}, 'pcd': {'record': 16},
-                'ra': {'bytes': geometry.samples * n_az * r.itemsize}}
+                'ra': {'bytes': geometry.samples * n_az * r.itemsize}, 'freespace': {'end': PNG_END, 'start': b'\x89PNG'}}
     return {'image': {'end': JPEG_END, 'start': JPEG_START}, 'lidar': {'npy': (None, np.float32)},
             'rd': {'npy': (geometry.cube_shape, c)}, 'pcd': {'npy': (None, np.float64)},
             'freespace': {'end': PNG_END, 'start': b'\x89PNG'}}
@@ -151,6 +162,7 @@ def convert_frame(
     proc:RadarProcessor,      # radar processing
     layout:str,               # 'echofusion' or 'fftradnet'
     need,                     # what to produce: keys of `frame_files`
+    freespace_src=None,       # the frame's source free-space PNG (copied byte for byte), needed when 'freespace' is in `need`
 )->dict:                      # {what: bytes-writing function of a file object}
     "The writers of the requested files of one frame (nothing is written here)."
     out, g = {}, proc.geometry
@@ -181,9 +193,8 @@ def convert_frame(
         txt = ''.join(LABEL_FMT % tuple(r[c] for c in LABEL_COLUMNS) + '\n' for r in rows)
         out['labels'] = lambda f, t=txt: f.write(t.encode())
     if 'freespace' in need:
-        import cv2
-        ok, buf = cv2.imencode('.png', np.zeros(FREESPACE_SHAPE, np.uint8))
-        out['freespace'] = lambda f, b=buf.tobytes(): f.write(b)
+        if freespace_src is None: raise ValueError("'freespace' is asked for but no source mask (freespace_src) is given")
+        out['freespace'] = lambda f, b=Path(freespace_src).read_bytes(): f.write(b)
     return out
 
 # %% ../../nbs/radial/35_convert.ipynb #c0a1e017
@@ -199,13 +210,14 @@ def _reader(record):
 def _work(job):
     fid, record, index, rows = job
     s, out = _STATE, Path(_STATE['out'])
-    files = frame_files(s['layout'], s['representations'], fid, s['freespace'])
+    files = frame_files(s['layout'], s['representations'], fid, bool(s['freespace']))
     need = [k for k, rel in files.items() if s['redo'] or not file_ok(out / rel, s['specs'][k], s['sizes'].get(rel))]
     if need:
         existed = any((out / files[k]).exists() for k in need)
         try:
             with _one_thread():
-                writers = convert_frame(_reader(record)[index], rows, s['proc'], s['layout'], need)
+                src = Path(s['freespace']) / FREESPACE_FILE.format(fid) if s['freespace'] else None
+                writers = convert_frame(_reader(record)[index], rows, s['proc'], s['layout'], need, src)
         except (ValueError, KeyError, OSError) as e:        # a damaged payload found only on reading (RecordError is a ValueError)
             return fid, 'failed', {}, f"numSample {fid} ({record} frame {index}): {e.args[0] if isinstance(e, KeyError) and e.args else e}"
         for k in need: atomic_write(out / files[k], writers[k])
@@ -219,6 +231,27 @@ def _infer_geometry(chip_bytes:int, record:str)->RadarGeometry:
         if g.chip_bytes == chip_bytes: return g
     raise ValueError(f"{record}: radar chips of {chip_bytes} bytes match neither RadarGeometry.official() ({RadarGeometry.official().chip_bytes}) "
                      f"nor RadarGeometry() ({RadarGeometry().chip_bytes}); pass geometry=RadarGeometry(samples=..., chirps=...)")
+
+def _freespace_source(root, freespace, fids, geometry):
+    "The radar_Freespace folder to copy (or None), after checking that it holds a whole mask of the geometry for every frame."
+    if freespace is None or freespace is False or freespace == 'none': return None
+    if freespace == 'auto' or freespace is True:
+        d = Path(root) / 'radar_Freespace'
+        if not d.is_dir():
+            if freespace is True: raise FileNotFoundError(f"freespace=True but {d} does not exist; pass its folder, 'auto' or 'none'")
+            return None
+    else:
+        d = Path(freespace)
+        if not d.is_dir(): raise FileNotFoundError(f"freespace folder {d} not found (give a RADIal 'ready to use' radar_Freespace folder, 'auto' or 'none')")
+    want = (geometry.samples, FREESPACE_SHAPE[1])
+    for fid in fids:
+        f = d / FREESPACE_FILE.format(fid)
+        if not f.is_file(): raise FileNotFoundError(f"{f}: missing free-space mask of numSample {fid} (labels.csv); pass freespace='none' to convert without masks")
+        h, w, depth, colour = png_shape(f)
+        if (h, w) != want or depth != 8 or colour != 0:
+            raise ValueError(f"{f}: free-space mask of {h} x {w} pixels ({depth}-bit, PNG colour type {colour}); expected {want[0]} x {want[1]} "
+                             f"8-bit grey (one row per range bin of the geometry, 900 columns over 180 deg)")
+    return d
 
 def _check_records(root, frames, geometry, tolerance)->RadarGeometry:
     "Open each record once: folder, camera and laser files present, every dataset_index within its synchronised frames, every chip payload of a labelled frame of the geometry's size and inside its file."
@@ -264,7 +297,7 @@ def convert_radial(
     dtype:str='complex128',           # ADC/RT/RD dtype: 'complex128' (official) or 'complex64' (RA then float32)
     geometry:RadarGeometry|None=None, # radar geometry; None: the official or reduced one whose chip size matches
     tolerance:float=200000,           # SyncReader tolerance, µs (DBReader default; EchoFusion 20000)
-    freespace:bool=False,             # fftradnet: write all-zero placeholder free-space masks
+    freespace='auto',                 # free-space masks to copy: 'auto' (<root>/radar_Freespace if present), True (it must be), None / 'none', or a radar_Freespace folder
     camera_calib=None,                # camera_calib.npy to copy into calibs/ (echofusion); None: <root>/camera_calib.npy if present
     overwrite:bool=False,             # reconvert everything, also over a folder converted with other params
     progress:bool=True,               # show a progress bar
@@ -286,9 +319,11 @@ def convert_radial(
     frames = [(k, fr.dataset, fr.dataset_index, [{**o, 'numSample': k, 'dataset': fr.dataset, 'dataset_index': fr.dataset_index} for o in fr.objects]
                or [unlabelled_row(k, fr.dataset, fr.dataset_index)]) for k, fr in sorted(labels.items())]
     geometry = _check_records(root, frames, geometry, tolerance)
+    fs_dir = _freespace_source(root, freespace, [f[0] for f in frames], geometry)
     try: proc = RadarProcessor(table, geometry, dtype)
     except (ValueError, KeyError) as e: raise ValueError(f"{root / 'CalibrationTable.npy'}: {e.args[0] if isinstance(e, KeyError) and e.args else e}") from None
-    params = json.loads(json.dumps(dict(root=str(root.resolve()), layout=layout, dtype=dtype, tolerance=float(tolerance), freespace=bool(freespace),
+    params = json.loads(json.dumps(dict(root=str(root.resolve()), layout=layout, dtype=dtype, tolerance=float(tolerance),
+                                         freespace=None if fs_dir is None else str(fs_dir.resolve()),
                                          geometry={k: getattr(geometry, k) for k in ('samples', 'chirps', 'rx_per_chip', 'chips', 'tx', 'doppler_slots', 'max_range')},
                                          n_az=proc.n_az)))
     mfile, sizes = out / 'convert.json', {}
@@ -298,7 +333,7 @@ def convert_radial(
         if diff and not overwrite: raise ValueError(f"{out} holds frames converted with other params (differ: {diff}); use another folder or overwrite=True")
         sizes = old.get('files', {})
     _STATE.clear()
-    _STATE.update(root=str(root), out=str(out), layout=layout, representations=reps, freespace=bool(freespace) and layout == 'fftradnet',
+    _STATE.update(root=str(root), out=str(out), layout=layout, representations=reps, freespace=None if fs_dir is None else str(fs_dir),
                   tolerance=tolerance, proc=proc, readers={}, redo=bool(overwrite), sizes=sizes, specs=file_specs(layout, geometry, proc.n_az, dtype))
     stats, files, failed = {'converted': 0, 'reconverted': 0, 'skipped': 0}, {}, []
     jobs = [f[:4] for f in frames]
@@ -348,10 +383,10 @@ def convert_from_params(
     "Convert `radial.convert.root` into `radial.convert.out` as the `radial.convert` params say (the DVC stage `radial_convert`); raises as `convert_radial`."
     c = p['radial']['convert']
     return convert_radial(c['root'], c['out'], layout=c['layout'], representations=c['representations'], splits=c['splits'],
-                          workers=c['workers'], dtype=c['dtype'], overwrite=overwrite, progress=progress)
+                          workers=c['workers'], dtype=c['dtype'], freespace=c['freespace'], overwrite=overwrite, progress=progress)
 
 _CLI_DEFAULTS = dict(root='data/radial', out='data/radial_kitti_format', layout='echofusion', representations=None, splits='auto',
-                     workers=2, dtype='complex128', tolerance=200000, freespace=False)
+                     workers=2, dtype='complex128', tolerance=200000, freespace='auto')
 
 @call_parse
 def main(
@@ -363,7 +398,7 @@ def main(
     workers:Param("worker processes", int)=2,
     dtype:Param("complex128 (official) or complex64", str)='complex128',
     tolerance:Param("SyncReader tolerance, µs (EchoFusion: 20000)", float)=200000,
-    freespace:Param("fftradnet: write all-zero placeholder free-space masks", store_true)=False,
+    freespace:Param("free-space masks to copy: 'auto' (<root>/radar_Freespace if present), 'none', or a radar_Freespace folder", str)='auto',
     overwrite:Param("reconvert everything, also over other params", store_true)=False,
     params:Param("take every setting from this params file's radial.convert (the DVC stage); the options above must then stay unset", str)=None,
 ):

@@ -18,13 +18,14 @@ from .radar import RadarGeometry, load_calibration_table
 from .convert import frame_files, file_specs, file_ok, REPRESENTATIONS
 from .model import FFTRadNet, RAEncoder, DetectionHeader, BasicBlock, conv3x3, rd_to_input, fftradnet_loss
 from .model import FFT_ANGLE_BINS, FFT_ANGLE_RES
-from .metrics import fftradnet_metrics, bev_ap, nms_ra, ra_to_box_corners, FFT_BOX_LENGTH, FFT_BOX_WIDTH
+from .metrics import fftradnet_metrics, bev_ap, nms_ra, ra_to_box_corners, freespace_iou, FFT_BOX_LENGTH, FFT_BOX_WIDTH
 
 # %% auto #0
 __all__ = ['CUBES', 'POLAR', 'PCD_CHANNELS', 'DECODE_THRESHOLD', 'RADIAL_SWAP', 'RADIAL', 'converted_meta', 'angle_centres',
            'ra_to_polar', 'pcd_to_polar', 'camera_calibration', 'camera_columns', 'RadialFrames', 'input_stats',
            'prepare', 'tiny_radial_params', 'PolarStem', 'CameraColumns', 'RadialNet', 'build_datasets', 'build_model',
-           'radial_loss', 'frame_detections', 'point_boxes', 'radial_validate', 'data_version', 'evaluate', 'main']
+           'radial_loss', 'frame_detections', 'freespace_rows', 'point_boxes', 'radial_validate', 'data_version',
+           'evaluate', 'main']
 
 # %% ../../nbs/radial/70_task.ipynb #7a5c0006
 CUBES = ('adc', 'rt', 'rd')          # complex (samples, chirps, Rx) cubes: FFTRadNet's path
@@ -34,7 +35,7 @@ DECODE_THRESHOLD = 0.05              # FFTRadNet's `decode(..., 0.05)` before th
 
 def converted_meta(
     root,                     # a folder written by `drivenb-convert-radial` (EchoFusion layout)
-)->dict:                      # geometry (`RadarGeometry`), dtype ('complex64' | 'complex128'), n_az (int), representations (tuple), meta (convert.json)
+)->dict:                      # geometry (`RadarGeometry`), dtype ('complex64' | 'complex128'), n_az (int), representations (tuple), freespace (bool: masks converted), meta (convert.json)
     "What a converted RADIal folder holds; raises `FileNotFoundError` naming a missing `convert.json`, `ValueError` for the FFTRadNet layout."
     f = Path(root) / 'convert.json'
     if not f.is_file():
@@ -44,7 +45,7 @@ def converted_meta(
     if pr.get('layout') != 'echofusion':
         raise ValueError(f"{f}: the radial task reads EchoFusion's layout, this folder holds {pr.get('layout')!r}; convert with layout='echofusion'")
     return dict(geometry=RadarGeometry(**pr['geometry']), dtype=pr['dtype'], n_az=int(pr['n_az']),
-                representations=tuple(m['representations']), meta=m)
+                representations=tuple(m['representations']), freespace=pr.get('freespace') is not None, meta=m)
 
 # %% ../../nbs/radial/70_task.ipynb #7a5c0008
 def angle_centres(
@@ -155,8 +156,9 @@ class RadialFrames(torch.utils.data.Dataset):
                  camera:bool=False,            # also give the front image
                  image_size=None,              # (H, W) images are resized to, pixels; None: as stored
                  angle_bins:int=FFT_ANGLE_BINS,   # full-resolution angle bins of the target (224 cells)
-                 angle_res:float=FFT_ANGLE_RES):  # deg per full-resolution angle bin
-        self.root, self.split, self.representation, self.camera = Path(root), split, representation, camera
+                 angle_res:float=FFT_ANGLE_RES,   # deg per full-resolution angle bin
+                 freespace:bool=False):           # also give the free-space target `seg` (needs converted masks)
+        self.root, self.split, self.representation, self.camera, self.freespace = Path(root), split, representation, camera, freespace
         if representation not in REPRESENTATIONS['echofusion']:
             raise ValueError(f"representation must be one of {REPRESENTATIONS['echofusion']}, got {representation!r}")
         m = converted_meta(root)
@@ -164,13 +166,17 @@ class RadialFrames(torch.utils.data.Dataset):
         if representation not in m['representations']:
             raise ValueError(f"{self.root}: representation {representation!r} was not converted (convert.json: {list(m['representations'])}); "
                              f"add it to radial.convert.representations and convert again")
+        if freespace and not m['freespace']:
+            raise ValueError(f"{self.root / 'convert.json'}: no free-space masks were converted (params.freespace is null); point "
+                             "radial.convert.freespace at a radar_Freespace folder and convert again, or set radial.model.freespace: false")
         f = self.root / 'ImageSets' / f'{split}.txt'
         if not f.is_file(): raise FileNotFoundError(f"split file not found: {f}")
         self.ids = [int(s) for s in f.read_text().split()]
         if not self.ids: raise ValueError(f"{f} lists no frame (the 'auto' split needs 2 records for train + val, 3 for test)")
         self.encoder = RAEncoder(self.geometry, angle_bins, angle_res)
         self.centres = angle_centres(angle_bins // 4, 4 * angle_res)
-        self.files = [frame_files('echofusion', (representation,), i) for i in self.ids]
+        self.files = [frame_files('echofusion', (representation,), i, freespace) for i in self.ids]
+        self.angle_bins = angle_bins
         self._check()
         if representation == 'ra':
             self.az_table = np.asarray(load_calibration_table(self.root / 'CalibrationTable.npy')['Azimuth_table'], np.float64)
@@ -184,7 +190,7 @@ class RadialFrames(torch.utils.data.Dataset):
     def _check(self):
         "Raise `FileNotFoundError` / `ValueError` naming the first missing or damaged file of the split."
         specs = file_specs('echofusion', self.geometry, self.n_az, self.dtype)
-        kinds = [self.representation, 'labels'] + (['image'] if self.camera else [])
+        kinds = [self.representation, 'labels'] + (['image'] if self.camera else []) + (['freespace'] if self.freespace else [])
         for fid, files in zip(self.ids, self.files):
             for k in kinds:
                 p = self.root / files[k]
@@ -222,9 +228,21 @@ class RadialFrames(torch.utils.data.Dataset):
         if resize and self.image_size is not None: im = cv2.resize(im, self.image_size[::-1], interpolation=cv2.INTER_AREA)
         return np.ascontiguousarray(im[..., ::-1].transpose(2, 0, 1))           # BGR H,W,3 -> RGB 3,H,W uint8
 
+    def freespace_target(self, i:int)->np.ndarray:
+        "(S/2, angle_bins/4) bool free space of item `i`, as FFTRadNet's loader prepares it (centre crop to angle_bins/2 columns, nearest resize, == 255)."
+        from PIL import Image
+        from torchvision.transforms import CenterCrop, Resize, InterpolationMode
+        p, g = self.root / self.files[i]['freespace'], self.geometry
+        with Image.open(p) as im:
+            if im.size != (900, g.samples) or im.mode != 'L':
+                raise ValueError(f"{p}: free-space mask of {im.size[1]} x {im.size[0]} ({im.mode}); expected {g.samples} x 900 8-bit grey")
+            im = Resize((g.samples // 2, self.angle_bins // 4), interpolation=InterpolationMode.NEAREST)(CenterCrop((g.samples, self.angle_bins // 2))(im))
+            return np.asarray(im) == 255
+
     def __getitem__(self, i:int)->dict:
         out = dict(x=torch.from_numpy(self.raw(i)), target=torch.from_numpy(self.encoder.encode(self.labels(i))), index=torch.tensor(i))
         if self.camera: out['image'] = torch.from_numpy(self._image(i)).float() / 255
+        if self.freespace: out['seg'] = torch.from_numpy(self.freespace_target(i)).float()
         return out
 
 def input_stats(
@@ -295,7 +313,7 @@ class CameraColumns(nn.Module):
         return s[:, :, 0] * self.valid.to(s.dtype)
 
 class RadialNet(nn.Module):
-    "The FFTRadNet family over one radar representation (+ camera): x (B, C, S, W) raw input -> {'Detection': (B, 3, S/4, A)}."
+    "The FFTRadNet family over one radar representation (+ camera): x (B, C, S, W) raw input -> {'Detection': (B, 3, S/4, A)[, 'Segmentation': (B, 1, S/2, A)]}."
     def __init__(self,
                  geometry:RadarGeometry,       # radar geometry of the frames
                  representation:str='rd',      # 'adc', 'rt', 'rd' (FFTRadNet path) or 'ra', 'pcd' (polar stem)
@@ -305,14 +323,16 @@ class RadialNet(nn.Module):
                  camera:tuple|None=None,       # (columns, valid) of `camera_columns` to fuse the camera; None: radar only
                  camera_channels:int=16,       # camera feature channels
                  angle_bins:int=FFT_ANGLE_BINS,
-                 prior:float|None=0.01):       # initial class probability of every cell (RetinaNet); None: the official zero bias
+                 prior:float|None=0.01,        # initial class probability of every cell (RetinaNet); None: the official zero bias
+                 freespace:bool=False):        # FFTRadNet's free-space head on the radar features
         super().__init__()
         if representation not in CUBES + POLAR: raise ValueError(f"representation must be one of {CUBES + POLAR}, got {representation!r}")
         self.representation, self.geometry = representation, geometry
         cin = 2 * geometry.n_rx if in_channels is None else int(in_channels)
         if representation in CUBES and cin != 2 * geometry.n_rx:
             raise ValueError(f"a {representation} cube has 2 x n_rx = {2 * geometry.n_rx} channels, got in_channels={cin}")
-        fft = FFTRadNet(geometry, width, angle_bins=angle_bins, segmentation_head=False)
+        fft = FFTRadNet(geometry, width, angle_bins=angle_bins, segmentation_head=freespace)
+        self.freespace_head = fft.freespace if freespace else None
         head = fft.detection_header
         dec2 = head.conv1.in_channels
         if representation in CUBES: self.FPN, self.RA_decoder = fft.FPN, fft.RA_decoder
@@ -336,35 +356,39 @@ class RadialNet(nn.Module):
     def forward(self,
                 x:torch.Tensor,                  # (B, C, S, W) float raw input (`RadialFrames`)
                 image:torch.Tensor|None=None,    # (B, 3, H, W) float RGB in [0, 1] when the model fuses the camera
-               )->dict:                          # 'Detection': (B, 3, S/4, A) class probability, range / angle offsets
+               )->dict:                          # 'Detection': (B, 3, S/4, A) class probability, range / angle offsets; 'Segmentation': (B, 1, S/2, A) free-space logits (`freespace`)
         ra = self.features(x)                                                  # B,dec2,S/4,A
+        out = {}
+        if self.freespace_head is not None:                                    # radar features, nearest x2 in range (official forward)
+            out['Segmentation'] = self.freespace_head(F.interpolate(ra, (self.geometry.samples // 2, self.angle_cells)))
         if self.camera is not None:
             if image is None: raise ValueError("this model fuses the camera (radial.model.camera): pass the batch's 'image'")
             cam = self.camera(image)                                           # B,Cc,A
             ra = torch.cat([ra, cam[:, :, None].expand(-1, -1, ra.shape[2], -1)], 1)   # B,dec2+Cc,S/4,A
-        return {'Detection': self.detection_header(ra)}
+        return {'Detection': self.detection_header(ra), **out}
 
 # %% ../../nbs/radial/70_task.ipynb #7a5c001d
 def build_datasets(p:dict)->tuple:
     "(train, val) `RadialFrames` of `radial.convert.out` for `radial.model`; raises naming a missing or damaged file before training."
     c, m = p['radial']['convert'], p['radial']['model']
-    return tuple(RadialFrames(c['out'], s, m['representation'], m['camera'], m['image_size']) for s in ('train', 'val'))
+    return tuple(RadialFrames(c['out'], s, m['representation'], m['camera'], m['image_size'], freespace=m['freespace']) for s in ('train', 'val'))
 
 def build_model(p:dict, ds:RadialFrames)->RadialNet:
     "`RadialNet` for `radial.model` on the geometry, channels, statistics and camera calibration of `ds` (the train split)."
     m = p['radial']['model']
     cam = camera_columns(ds.K, ds.cam_R_radar, ds.image_width, ds.centres) if m['camera'] else None
     return RadialNet(ds.geometry, m['representation'], ds.channels, m['width'], *input_stats(ds, m['stats_frames']),
-                     camera=cam, camera_channels=m['camera_channels'])
+                     camera=cam, camera_channels=m['camera_channels'], freespace=m.get('freespace', False))
 
 def radial_loss(
     model:nn.Module,           # `RadialNet`
-    b:dict,                    # batch: x, target, [image]
+    b:dict,                    # batch: x, target, [image], [seg]
     distributed:bool=False,    # DDP: the returned loss is scaled by the world size (sum over the global batch)
 )->tuple:                      # (total () tensor, {'cls', 'reg', 'total'} floats summed over the global batch)
-    "FFTRadNet's loss of a batch (`fftradnet_loss`, detection terms), in float32 whatever the autocast."
-    det = model(b['x'], b.get('image'))['Detection'].float()
-    total, parts = fftradnet_loss(det, b['target'])
+    "FFTRadNet's loss of a batch (`fftradnet_loss`: detection terms, and the free-space term when the model has its head), in float32 whatever the autocast."
+    out = model(b['x'], b.get('image'))
+    seg = out.get('Segmentation')
+    total, parts = fftradnet_loss(out['Detection'].float(), b['target'], None if seg is None else seg.float(), b.get('seg'))
     w = dist_world() if distributed else 1
     logged = {k: float(sum_over_ranks(v) if distributed else v.detach()) for k, v in parts.items()}
     logged['total'] = sum(logged.values())
@@ -381,6 +405,13 @@ def frame_detections(
     d = d[np.argsort(-d[:, 2], kind='stable')[:max_detections]]
     return d[nms_ra(d[:, 2], ra_to_box_corners(d), nms_threshold)] if len(d) else d
 
+def freespace_rows(
+    geometry:RadarGeometry,    # radar geometry of the frames
+    max_range:float=50.0,      # m, scored range (official "0 to 50m")
+)->int:                        # rows of the (S/2)-row free-space map below `max_range` (official geometry, 50 m: 124)
+    "Range rows of the free-space mIoU: each row covers 2 range bins (`2 * geometry.range_bin` m)."
+    return int(max_range / (2 * geometry.range_bin))
+
 def point_boxes(ra:np.ndarray)->np.ndarray:
     "(N, >=2) (R m, A deg) -> (N, 5) BEV boxes (x, y, l, w, yaw) of FFTRadNet's fixed 4 x 1.8 m box ahead of each point, radar frame."
     ra = np.asarray(ra, np.float64)
@@ -393,24 +424,30 @@ def point_boxes(ra:np.ndarray)->np.ndarray:
 def radial_validate(
     model:nn.Module, ds:RadialFrames, device, p:dict,   # model, split, device, complete params
     amp:bool=False, rank:int=0, world:int=1,            # bf16 autocast; this process among `world`
-)->dict:                                                # loss, ap, ar, f1, range_error, angle_error, bev_ap50, bev_ap70, detections: floats, equal on every rank
-    "The official detection metrics of `model` on `ds` (each rank decodes its share; the results are gathered)."
+)->dict:                                                # loss, ap, ar, f1, range_error, angle_error, bev_ap50, bev_ap70, detections[, freespace_miou]: floats, equal on every rank
+    "The official detection (and free-space) metrics of `model` on `ds` (each rank decodes its share; the results are gathered)."
     e = p['radial']['evaluate']; was = model.training; model.eval()
     dev = torch.device(device)
-    mine, loss = [], 0.0
+    mine, loss, fs = [], 0.0, []
+    rows = freespace_rows(ds.geometry, e['freespace_range'])
     idx = list(range(rank, len(ds), world))
     for s in range(0, len(idx), e['batch_size']):
         items = [ds[i] for i in idx[s:s + e['batch_size']]]
         b = {k: torch.stack([it[k] for it in items]).to(dev) for k in items[0]}
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
-            det = model(b['x'], b.get('image'))['Detection'].float()
-        loss += float(fftradnet_loss(det, b['target'])[0])
+            out = model(b['x'], b.get('image'))
+        det, seg = out['Detection'].float(), out.get('Segmentation')
+        seg = None if seg is None or 'seg' not in b else seg.float()
+        loss += float(fftradnet_loss(det, b['target'], seg, None if seg is None else b['seg'])[0])
+        if seg is not None:
+            prob = torch.sigmoid(seg[:, 0]).cpu().numpy()
+            fs += [freespace_iou(prob[j], b['seg'][j].cpu().numpy(), rows) for j in range(len(items))]
         for j, it in enumerate(items):
             mine.append((int(it['index']), frame_detections(det[j], ds.encoder, e['max_detections'], e['nms_threshold'])))
     model.train(was)
     if world > 1:
-        parts = [None] * world; dist.all_gather_object(parts, (mine, loss))
-        mine, loss = [x for pr in parts for x in pr[0]], sum(pr[1] for pr in parts)
+        parts = [None] * world; dist.all_gather_object(parts, (mine, loss, fs))
+        mine, loss, fs = [x for pr in parts for x in pr[0]], sum(pr[1] for pr in parts), [x for pr in parts for x in pr[2]]
     mine.sort(key=lambda t: t[0])
     preds, labels = [d for _, d in mine], [ds.labels(i) for i, _ in mine]
     m = fftradnet_metrics(preds, labels, e['iou_threshold'], e['range_min'], e['range_max'], e['nms_threshold'], np.asarray(e['thresholds']))
@@ -418,7 +455,8 @@ def radial_validate(
     bv = bev_ap([point_boxes(d) for d in keep], [d[:, 2] for d in keep], [point_boxes(g) for g in labels], range_bands=(None,))
     return dict(loss=loss / max(len(ds), 1), ap=m['mAP'], ar=m['mAR'], f1=m['F1'], range_error=m['range_error_polar'],
                 angle_error=m['angle_error_polar'], bev_ap50=bv['AP@0.5/all'], bev_ap70=bv['AP@0.7/all'],
-                detections=float(np.mean([len(d) for d in keep])) if keep else 0.0)
+                detections=float(np.mean([len(d) for d in keep])) if keep else 0.0,
+                **({'freespace_miou': float(np.nanmean(fs)) if np.isfinite(fs).any() else 0.0} if fs else {}))
 
 def data_version(p:dict)->str:
     "Hash of the converted folder's `convert.json` (params, representations, file sizes) and its split files."
@@ -445,7 +483,7 @@ def evaluate(
     if not ck_path.is_file(): raise FileNotFoundError(f"radial.evaluate.checkpoint not found: {ck_path}")
     ck = load_checkpoint(ck_path)
     m = ck['params']['radial']['model']
-    ds = RadialFrames(p['radial']['convert']['out'], e['split'], m['representation'], m['camera'], m['image_size'])
+    ds = RadialFrames(p['radial']['convert']['out'], e['split'], m['representation'], m['camera'], m['image_size'], freespace=m.get('freespace', False))
     model = build_model(ck['params'], ds); model.load_state_dict(ck['model'])
     out = dict(radial_validate(model, ds, 'cpu', p), split=e['split'], frames=len(ds), checkpoint=str(ck_path), step=ck.get('step'))
     atomic_write_json(Path(e['out']) / 'metrics.json', out)
@@ -465,4 +503,4 @@ def main(
     from drivenb.config import load_params
     m = cli_run(lambda: evaluate(load_params(params, parse_sets(set), study='radial'), checkpoint))
     print(f"{m['split']}: F1 {m['f1']:.4f}, AP {m['ap']:.4f}, AR {m['ar']:.4f}, BEV AP50 {m['bev_ap50']:.4f} over {m['frames']} frames "
-          f"(step {m['step']}) -> {Path(load_params(params, parse_sets(set), study='radial')['radial']['evaluate']['out']) / 'metrics.json'}")
+          + (f", free-space mIoU {m['freespace_miou']:.4f}" if 'freespace_miou' in m else '') + f" (step {m['step']}) -> {Path(load_params(params, parse_sets(set), study='radial')['radial']['evaluate']['out']) / 'metrics.json'}")
