@@ -52,6 +52,7 @@ def test_validate_keys(radial):
     m = radial_validate(build_model(p, tr), va, 'cpu', p)
     assert METRICS <= set(m) and 0 <= m['f1'] <= 1 and np.isfinite(m['loss'])
     assert 0 <= m['freespace_miou'] <= 1                                    # radial.model.freespace is on by default
+    assert {'bev_ap50_0_50', 'bev_ap70_0_50', 'bev_ap50_50_100', 'bev_ap70_50_100'} <= set(m) and np.isnan(m['bev_ap50_50_100'])   # no label beyond 50 m here
 
 def test_freespace(radial, tmp_path):
     "The free-space target is FFTRadNet's crop + nearest resize of the mask; the head adds the BCE term; no masks -> a named error."

@@ -18,7 +18,7 @@ from .radar import RadarGeometry, load_calibration_table
 from .convert import frame_files, file_specs, file_ok, REPRESENTATIONS
 from .model import FFTRadNet, RAEncoder, DetectionHeader, BasicBlock, conv3x3, rd_to_input, fftradnet_loss
 from .model import FFT_ANGLE_BINS, FFT_ANGLE_RES
-from .metrics import fftradnet_metrics, bev_ap, nms_ra, ra_to_box_corners, freespace_iou, FFT_BOX_LENGTH, FFT_BOX_WIDTH
+from .metrics import fftradnet_metrics, bev_ap, nms_ra, ra_to_box_corners, freespace_iou, FFT_BOX_LENGTH, FFT_BOX_WIDTH, ECHOFUSION_RANGE_BANDS
 
 # %% auto #0
 __all__ = ['CUBES', 'POLAR', 'PCD_CHANNELS', 'DECODE_THRESHOLD', 'RADIAL_SWAP', 'RADIAL', 'converted_meta', 'angle_centres',
@@ -424,7 +424,7 @@ def point_boxes(ra:np.ndarray)->np.ndarray:
 def radial_validate(
     model:nn.Module, ds:RadialFrames, device, p:dict,   # model, split, device, complete params
     amp:bool=False, rank:int=0, world:int=1,            # bf16 autocast; this process among `world`
-)->dict:                                                # loss, ap, ar, f1, range_error, angle_error, bev_ap50, bev_ap70, detections[, freespace_miou]: floats, equal on every rank
+)->dict:                                                # loss, ap, ar, f1, range_error, angle_error, bev_ap50, bev_ap70, detections[, bev_ap50_0_50 ... bev_ap70_50_100, freespace_miou]: floats, equal on every rank
     "The official detection (and free-space) metrics of `model` on `ds` (each rank decodes its share; the results are gathered)."
     e = p['radial']['evaluate']; was = model.training; model.eval()
     dev = torch.device(device)
@@ -452,10 +452,12 @@ def radial_validate(
     preds, labels = [d for _, d in mine], [ds.labels(i) for i, _ in mine]
     m = fftradnet_metrics(preds, labels, e['iou_threshold'], e['range_min'], e['range_max'], e['nms_threshold'], np.asarray(e['thresholds']))
     keep = [d[d[:, 2] > min(e['thresholds'])] for d in preds]
-    bv = bev_ap([point_boxes(d) for d in keep], [d[:, 2] for d in keep], [point_boxes(g) for g in labels], range_bands=(None,))
+    bv = bev_ap([point_boxes(d) for d in keep], [d[:, 2] for d in keep], [point_boxes(g) for g in labels], range_bands=ECHOFUSION_RANGE_BANDS)
+    bands = {f"bev_ap{round(100 * t)}_{b[0]:g}_{b[1]:g}": bv[f'AP@{t:g}/{b[0]:g}-{b[1]:g}'] for t in (0.5, 0.7) for b in ECHOFUSION_RANGE_BANDS if b is not None}
     return dict(loss=loss / max(len(ds), 1), ap=m['mAP'], ar=m['mAR'], f1=m['F1'], range_error=m['range_error_polar'],
                 angle_error=m['angle_error_polar'], bev_ap50=bv['AP@0.5/all'], bev_ap70=bv['AP@0.7/all'],
                 detections=float(np.mean([len(d) for d in keep])) if keep else 0.0,
+                **{k: float(v) for k, v in bands.items()},      # by range band; NaN (null in JSON) where a band has no label
                 **({'freespace_miou': float(np.nanmean(fs)) if np.isfinite(fs).any() else 0.0} if fs else {}))
 
 def data_version(p:dict)->str:
