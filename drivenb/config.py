@@ -11,11 +11,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, StrictInt, StrictFloat, field_validator, model_validator
 
 # %% auto #0
-__all__ = ['BEV_MIN_CELLS', 'Num', 'RADIAL_TRAIN', 'DEFAULTS', 'STUDIES', 'check_grid', 'F', 'Section', 'DataParams',
-           'GridParams', 'ConvertParams', 'ModelParams', 'ParamGroup', 'TrainParams', 'EvaluateParams', 'Variant',
-           'AblationParams', 'ToyParams', 'RadialSynthParams', 'RadialConvertParams', 'RadialModelParams',
+__all__ = ['BEV_MIN_CELLS', 'Num', 'RADIAL_TRAIN', 'CARLA_TRAIN', 'DEFAULTS', 'STUDIES', 'check_grid', 'F', 'Section',
+           'DataParams', 'GridParams', 'ConvertParams', 'ModelParams', 'ParamGroup', 'TrainParams', 'EvaluateParams',
+           'Variant', 'AblationParams', 'ToyParams', 'RadialSynthParams', 'RadialConvertParams', 'RadialModelParams',
            'check_train_override', 'RadialEvaluateParams', 'RadialVariant', 'RadialAblationParams', 'RadialParams',
-           'Params', 'describe', 'study_train', 'load_params', 'project_root']
+           'CarlaSynthParams', 'CarlaDataParams', 'CarlaModelParams', 'CarlaEvaluateParams', 'CarlaParams', 'Params',
+           'describe', 'study_train', 'load_params', 'project_root']
 
 # %% ../nbs/01_config.ipynb #9287ef24
 BEV_MIN_CELLS = 9   # forward and lateral cells: the BEV decoder's stride-8 bottleneck needs at least 2 x 2 cells
@@ -248,6 +249,63 @@ class RadialParams(Section):
     @classmethod
     def _train(cls, v): return check_train_override(v, 'radial.train')
 
+class CarlaSynthParams(Section):
+    root:str = F('build/carla-synth', "synthetic CARLA dataset root written by drivenb-synth-carla (routes + index file); point carla.data.root at a real InterFuser / LMDrive root instead")
+    towns:list[StrictInt] = F([1, 2, 3, 4, 5, 6, 7, 10], "towns generated (drivenb.carla.synth.TOWNS: the official splits' 1-7 and 10)", min_length=1)
+    weathers:list[StrictInt] = F([0, 14, 10], "CARLA weather preset ids 0-20 generated for every town", min_length=1)
+    routes_per:int = F(1, "routes per (town, weather)", ge=1)
+    frames_per_route:int = F(20, "frames kept per route (InterFuser 2 Hz: 20 frames = 10 s of driving)", ge=1)
+    width:int = F(128, "camera image width, pixels (official 800)", ge=8, le=4096)
+    height:int = F(96, "camera image height, pixels (official 600)", ge=8, le=4096)
+    dialect:Literal['interfuser', 'lmdrive'] = F('interfuser', "on-disk layout written: InterFuser's or LMDrive's")
+    seed:int = F(0, "dataset seed", ge=0)
+
+class CarlaDataParams(Section):
+    root:str = F('build/carla-synth', "dataset root the carla task reads (holds the index file): carla.synth.root, or a real InterFuser / LMDrive root")
+    dialect:Literal['interfuser', 'lmdrive'] = F('interfuser', "on-disk layout of the root (index file, folders)")
+    targets:Literal['interfuser', 'lmdrive'] = F('interfuser', "target variant: InterFuser's 20 x 20 x 7 density map and 10 waypoints, or LMDrive's 50 x 50 x 8 and 5; sets the model's head sizes")
+    train_towns:list[StrictInt] = F([1, 2, 3, 4, 6, 10], "towns of the train split (InterFuser's seed: 1 2 3 4 6 7 10; here 7 moves to val so the held-out towns hold a stop-sign T-junction too)", min_length=1)
+    val_towns:list[StrictInt] = F([5, 7], "towns of the val split (InterFuser's seed: 5)", min_length=1)
+    train_weathers:list[StrictInt] = F([0, 10, 14], "weathers of the train split (the seed: 0-9; here the ones carla.synth writes)", min_length=1)
+    val_weathers:list[StrictInt] = F([0, 10, 14], "weathers of the val split (the seed: 10-13; here the ones carla.synth writes: a held-out-town split)", min_length=1)
+    multi_view:bool = F(True, "left, right and front-centre views besides the front one (`--multi-view`)")
+    with_lidar:bool = F(True, "the lidar histogram view (`--with-lidar`)")
+    image_size:int = F(128, "front crop side, pixels (`--input-size`; official 224)", ge=32)
+    view_size:int = F(64, "left / right / centre crop side, pixels (`--multi-view-input-size`; official 128)", ge=32)
+    scale:Optional[list[Num]] = F([0.9, 1.1], "(low, high) random resize of the train views (`--scale 0.9 1.1`); null: off")
+    @field_validator('scale')
+    @classmethod
+    def _scale(cls, v):
+        if v is not None and not (len(v) == 2 and 0 < v[0] <= v[1]): raise ValueError("must be [low, high] with 0 < low <= high, or null")
+        return v
+
+class CarlaModelParams(Section):
+    name:str = F('memfuser_tiny_e1d1', "timm model name (drivenb.carla.model registers interfuser_baseline, memfuser_baseline_e1d3, memfuser_small_e1d3, memfuser_tiny_e1d1); random weights")
+    kwargs:dict = F({}, "further MemFuser arguments for timm.create_model (e.g. dropout, embed_dim); multi_view, with_lidar and the head sizes come from carla.data")
+    loss:Literal['interfuser', 'lmdrive'] = F('interfuser', "loss preset (drivenb.carla.model.LOSS_PRESETS): InterFuser's MVTL1 + weighted waypoints on a sigmoid map, or LMDrive's LAV loss on a logit map")
+    smooth_l1:bool = F(False, "SmoothL1 instead of L1 in the density-map and waypoint losses (`--smoothed_l1`)")
+
+class CarlaEvaluateParams(Section):
+    checkpoint:str = F('runs/carla/best.pt', "checkpoint drivenb.carla.task.evaluate reads")
+    out:str = F('reports/carla', "folder of metrics.json")
+    split:Literal['train', 'val'] = F('val', "split evaluated (carla.data's towns x weathers, no random scale)")
+    batch_size:int = F(4, "frames per forward pass in validation", ge=1)
+    det_threshold:float = F(0.5, "probability above which a density cell counts as occupied, in the prediction and the target (density_f1)", gt=0, lt=1)
+
+CARLA_TRAIN = dict(iters=200, batch_size=4, grad_acc=1, lr=7.5e-4, weight_decay=0.05, schedule='cosine', warmup=0.2, grad_clip=5.0,
+                   param_groups=[dict(match=r'^rgb_embed\.backbone\.', name='backbone', lr=3e-4)], lr_scale_base=None,
+                   val_every=50, ckpt_every=50, log_every=10, workers=0, out='runs/carla')
+
+class CarlaParams(Section):
+    synth:CarlaSynthParams = F(CarlaSynthParams(), "the synthetic CARLA dataset (drivenb-synth-carla)")
+    data:CarlaDataParams = F(CarlaDataParams(), "frames, splits and crops the carla task reads (drivenb.carla.data.split_frames)")
+    model:CarlaModelParams = F(CarlaModelParams(), "MemFuser / InterFuser by timm name and its loss")
+    train:dict = F(CARLA_TRAIN, "overrides of the shared train section for this study (load_params(..., study='carla'), drivenb-train --study carla): any train key but task; absent keys keep train's value")
+    evaluate:CarlaEvaluateParams = F(CarlaEvaluateParams(), "driving metrics of a carla checkpoint (and of the training validation)")
+    @field_validator('train')
+    @classmethod
+    def _train(cls, v): return check_train_override(v, 'carla.train')
+
 class Params(Section):
     "All sections of `params.yaml`."
     data:DataParams = F(DataParams(), "nuScenes-format input of the BEV study")
@@ -259,6 +317,7 @@ class Params(Section):
     ablation:AblationParams = F(AblationParams(), "encoder / sensor ablation (nbs/bev/ablations/bev_variant.ipynb per variant)")
     toy:ToyParams = F(ToyParams(), "the trainer's toy task")
     radial:RadialParams = F(RadialParams(), "the RADIal radar study (nbs/radial): synthetic data, conversion, model, its train overrides, evaluation")
+    carla:CarlaParams = F(CarlaParams(), "the CARLA driving study (nbs/carla): synthetic routes, frames and splits, MemFuser, its train overrides, evaluation")
 
 # %% ../nbs/01_config.ipynb #11178893
 DEFAULTS = Params().model_dump()
