@@ -7,7 +7,7 @@ STAMP := $(VENV)/.drivenb-env
 export PATH := $(BIN):$(PATH)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: env repro repro-radial test lint hooks export readme clean-runs lab bench imports docs outputs
+.PHONY: env repro repro-radial repro-carla test lint hooks export readme clean-runs lab bench imports docs outputs
 
 $(STAMP): requirements.lock setup.py settings.ini
 	@echo "== creating $(VENV) from requirements.lock (torch CUDA build, runs on CPU too; a few minutes the first time)"
@@ -26,11 +26,19 @@ repro: env
 	dvc metrics show reports/eval/metrics.json runs/train/summary.json
 	@sed -n '/^| rank/,/^$$/p' reports/ablation.md
 	dvc metrics show reports/radial/metrics.json
+	dvc metrics show reports/carla/metrics.json
+	@sed -n '/^| rank/,/^$$/p' reports/carla_ablation.md
 
 ## the RADIal radar study alone: synthetic recordings -> EchoFusion layout -> train -> evaluate
 repro-radial: env
 	dvc repro radial_evaluate
 	dvc metrics show reports/radial/metrics.json runs/radial/summary.json
+
+## the CARLA driving study alone: synthetic routes -> index -> train -> evaluate, and the views x lidar x loss ablation
+repro-carla: env
+	dvc repro carla_evaluate carla_ablation_report
+	dvc metrics show reports/carla/metrics.json runs/carla/summary.json
+	@sed -n '/^| rank/,/^$$/p' reports/carla_ablation.md
 
 ## every test: lint (export check, clean notebooks, ruff, import layout), the notebooks (nbdev_test), then tests/ (pytest) incl. the embedded data
 test: env lint
@@ -74,7 +82,7 @@ docs: env
 	@mkdir -p _docs_src
 	NO_MKDOCS_2_WARNING=1 mkdocs build
 
-## execute notebooks in place keeping their outputs for the docs (then nbdev_clean): make outputs NBS="nbs/10_train.ipynb nbs/bev/40_lifting.ipynb"; default every notebook but the ablation variant (papermill's)
-NBS ?= $(filter-out nbs/bev/ablations/%,$(shell find nbs -name '*.ipynb' -not -path '*/.ipynb_checkpoints/*' | sort))
+## execute notebooks in place keeping their outputs for the docs (then nbdev_clean): make outputs NBS="nbs/10_train.ipynb nbs/bev/40_lifting.ipynb"; default every notebook but the ablation variants (papermill's)
+NBS ?= $(shell find nbs -name '*.ipynb' -not -path '*/.ipynb_checkpoints/*' -not -path '*/ablations/*' | sort)
 outputs: env
 	python scripts/execute_notebooks.py $(NBS)

@@ -15,8 +15,8 @@ __all__ = ['BEV_MIN_CELLS', 'Num', 'RADIAL_TRAIN', 'CARLA_TRAIN', 'DEFAULTS', 'S
            'DataParams', 'GridParams', 'ConvertParams', 'ModelParams', 'ParamGroup', 'TrainParams', 'EvaluateParams',
            'Variant', 'AblationParams', 'ToyParams', 'RadialSynthParams', 'RadialConvertParams', 'RadialModelParams',
            'check_train_override', 'RadialEvaluateParams', 'RadialVariant', 'RadialAblationParams', 'RadialParams',
-           'CarlaSynthParams', 'CarlaDataParams', 'CarlaModelParams', 'CarlaEvaluateParams', 'CarlaParams', 'Params',
-           'describe', 'study_train', 'load_params', 'project_root']
+           'CarlaSynthParams', 'CarlaDataParams', 'CarlaModelParams', 'CarlaEvaluateParams', 'CarlaVariant',
+           'CarlaAblationParams', 'CarlaParams', 'Params', 'describe', 'study_train', 'load_params', 'project_root']
 
 # %% ../nbs/01_config.ipynb #9287ef24
 BEV_MIN_CELLS = 9   # forward and lateral cells: the BEV decoder's stride-8 bottleneck needs at least 2 x 2 cells
@@ -263,6 +263,7 @@ class CarlaSynthParams(Section):
 class CarlaDataParams(Section):
     root:str = F('build/carla-synth', "dataset root the carla task reads (holds the index file): carla.synth.root, or a real InterFuser / LMDrive root")
     dialect:Literal['interfuser', 'lmdrive'] = F('interfuser', "on-disk layout of the root (index file, folders)")
+    index:Optional[str] = F('build/carla/dataset_index.txt', "index file (`<route dir> <frames>` lines) the task reads, written from the route folders by drivenb-carla-index (the DVC stage carla_index, which needs a path here); null: the root's own `dataset_index.txt` (LMDrive: dataset_index_test.txt), outside DVC")
     targets:Literal['interfuser', 'lmdrive'] = F('interfuser', "target variant: InterFuser's 20 x 20 x 7 density map and 10 waypoints, or LMDrive's 50 x 50 x 8 and 5; sets the model's head sizes")
     train_towns:list[StrictInt] = F([1, 2, 3, 4, 6, 10], "towns of the train split (InterFuser's seed: 1 2 3 4 6 7 10; here 7 moves to val so the held-out towns hold a stop-sign T-junction too)", min_length=1)
     val_towns:list[StrictInt] = F([5, 7], "towns of the val split (InterFuser's seed: 5)", min_length=1)
@@ -292,6 +293,28 @@ class CarlaEvaluateParams(Section):
     batch_size:int = F(4, "frames per forward pass in validation", ge=1)
     det_threshold:float = F(0.5, "probability above which a density cell counts as occupied, in the prediction and the target (density_f1)", gt=0, lt=1)
 
+class CarlaVariant(Section):
+    multi_view:bool = F(True, "left, right and front-centre views besides the front one (carla.data.multi_view)")
+    with_lidar:bool = F(True, "the lidar histogram view (carla.data.with_lidar)")
+    smooth_l1:bool = F(False, "SmoothL1 instead of L1 in the losses (carla.model.smooth_l1)")
+
+class CarlaAblationParams(Section):
+    iters:int = F(100, "optimizer steps, the same for every variant", ge=1)
+    batch_size:int = F(4, "global batch", ge=1)
+    lr:float = F(7.5e-4, "peak learning rate (the camera backbone keeps carla.train's param_groups rate)", gt=0)
+    seeds:list[StrictInt] = F([0], "seeds: every variant runs once per seed (the report: mean and std over them)", min_length=1)
+    train_towns:list[StrictInt] = F([1, 2, 3, 4, 6, 10], "towns every variant trains on", min_length=1)
+    train_weathers:list[StrictInt] = F([0, 10], "weathers every variant trains on (ClearNoon, HardRainNoon: daylight only)", min_length=1)
+    heldout_towns:list[StrictInt] = F([5, 7], "towns no variant sees: the held-out-town splits", min_length=1)
+    heldout_weathers:list[StrictInt] = F([14], "weathers no variant sees: the held-out-weather splits (ClearNight)", min_length=1)
+    variants:dict[str, CarlaVariant] = F({}, "name -> {multi_view, with_lidar, smooth_l1} (nbs/carla/80_ablate.ipynb)")
+    @model_validator(mode='after')
+    def _disjoint(self):
+        for a, b in (('train_towns', 'heldout_towns'), ('train_weathers', 'heldout_weathers')):
+            both = sorted(set(getattr(self, a)) & set(getattr(self, b)))
+            if both: raise ValueError(f"{a} and {b} share {both}: a held-out one must not be trained on")
+        return self
+
 CARLA_TRAIN = dict(iters=200, batch_size=4, grad_acc=1, lr=7.5e-4, weight_decay=0.05, schedule='cosine', warmup=0.2, grad_clip=5.0,
                    param_groups=[dict(match=r'^rgb_embed\.backbone\.', name='backbone', lr=3e-4)], lr_scale_base=None,
                    val_every=50, ckpt_every=50, log_every=10, workers=0, out='runs/carla')
@@ -302,6 +325,7 @@ class CarlaParams(Section):
     model:CarlaModelParams = F(CarlaModelParams(), "MemFuser / InterFuser by timm name and its loss")
     train:dict = F(CARLA_TRAIN, "overrides of the shared train section for this study (load_params(..., study='carla'), drivenb-train --study carla): any train key but task; absent keys keep train's value")
     evaluate:CarlaEvaluateParams = F(CarlaEvaluateParams(), "driving metrics of a carla checkpoint (and of the training validation)")
+    ablation:CarlaAblationParams = F(CarlaAblationParams(), "views x lidar x loss ablation with held-out town and weather splits, over seeds (nbs/carla/80_ablate.ipynb, dvc stages carla_ablate@<variant>-<seed>)")
     @field_validator('train')
     @classmethod
     def _train(cls, v): return check_train_override(v, 'carla.train')

@@ -174,10 +174,14 @@ class ResumableSampler(DistributedSampler):
     def __len__(self): return self.num_samples - self.start
 
 def batch_stream(loader, sampler, per_epoch:int, consumed:int, generator=None, seed:int=0):
-    "Endless micro-batches; `consumed` micro-batches of the stream were already used (resume)."
+    """Endless micro-batches; `consumed` micro-batches of the stream were already used (resume).
+    Each epoch starts with `sampler.set_epoch(epoch)` and, where the dataset has one, `loader.dataset.set_epoch(epoch)`
+    (a dataset whose random augmentation is drawn per epoch, e.g. `drivenb.carla.data.CarlaFrames`): workers copy the
+    dataset when the epoch's iterator starts, so they see the new epoch, and a resumed run redraws exactly."""
     epoch, pos = divmod(consumed, per_epoch)
     while True:
         sampler.set_epoch(epoch); sampler.start = pos * loader.batch_size
+        if callable(getattr(loader.dataset, 'set_epoch', None)): loader.dataset.set_epoch(epoch)
         if generator is not None: generator.manual_seed(seed + epoch)
         for b in loader: yield b
         epoch, pos = epoch + 1, 0

@@ -4,14 +4,14 @@
 
 # %% ../../nbs/bev/80_ablate.ipynb #36509f33
 from __future__ import annotations
-import copy, json, os, re, shutil, subprocess, sys, time
+import json, os, re, shutil, subprocess, sys, time
 from pathlib import Path
 import numpy as np
 import yaml
 import matplotlib.pyplot as plt
 from ..config import load_params
 from ..io import atomic_write, atomic_write_json
-from ..ablation import read_runs, summarize as _summarize, compare, ranks, mean_pm_std as _pm
+from ..ablation import read_runs, summarize as _summarize, compare, ranks, mean_pm_std as _pm, inherit, check_variant_name, write_report
 
 # %% auto #0
 __all__ = ['SENSORS', 'INHERITED', 'BUDGET', 'sensors_of', 'variant_params', 'run_training', 'run_variant', 'ablation_rows',
@@ -41,15 +41,6 @@ INHERITED = ('data.frames', 'grid', 'model.latent_dim', 'model.neck_channels', '
 BUDGET = ('iters', 'batch_size', 'lr', 'image_height', 'image_width', 'nproc')
 "Keys of the `ablation` section every variant shares (a fair comparison)."
 
-def _get(d:dict, key:str):
-    for k in key.split('.'): d = d[k]
-    return d
-
-def _set(d:dict, key:str, v):
-    ks = key.split('.')
-    for k in ks[:-1]: d = d.setdefault(k, {})
-    d[ks[-1]] = copy.deepcopy(v)
-
 def variant_params(
     params='params.yaml',       # the study's params file or dict: `ablation` (the variant, the budget) and the `INHERITED` keys come from it
     variant:str='resnet18_cam', # the variant's name in `ablation.variants`: letters, digits, '_', '-', '.' (it names folders)
@@ -61,8 +52,7 @@ def variant_params(
     **budget,                   # overrides of the `ablation` budget: iters, batch_size, lr, image_height, image_width, nproc
 )->dict:                        # complete params of the variant (as `load_params` returns)
     "Complete params of one ablation variant, from the study's params and the variant's name; raises `ValueError`/`KeyError` naming a bad variant name, an unknown variant, a bad sensor set or budget before anything runs."
-    if not re.fullmatch(r'[A-Za-z0-9_.\-]+', str(variant)):
-        raise ValueError(f"ablation variant name {variant!r} must be letters, digits, '_', '-' or '.' (it names folders)")
+    check_variant_name(variant, 'ablation')
     if sensors is not None and sensors not in SENSORS: raise ValueError(f"ablation variant {variant!r}: sensors must be one of {list(SENSORS)}, got {sensors!r}")
     bad = set(budget) - set(BUDGET)
     if bad: raise KeyError(f"ablation variant {variant!r}: unknown budget keys {sorted(bad)}; known: {list(BUDGET)}")
@@ -78,8 +68,7 @@ def variant_params(
             raise ValueError(f"ablation variant {variant!r}: {k} must be a whole number >= 1, got {v!r}")
     seed = base['ablation']['seeds'][0] if seed is None else seed
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0: raise ValueError(f"ablation variant {variant!r}: seed must be a whole number >= 0, got {seed!r}")
-    over = {}
-    for k in INHERITED: _set(over, k, _get(base, k))
+    over = inherit(base, INHERITED)
     run, rep = f"{runs}/{variant}/seed{seed}", f"{reports}/{variant}/seed{seed}"
     return load_params(over, {
         'model': {'encoder': encoder, **SENSORS[sensors], 'image_size': [a['image_height'], a['image_width']]},
@@ -320,14 +309,9 @@ def ablation_report(
           "448x800 images, 200x8x200 grid, 8 x 5 = 40 frames per step, 25k steps, bf16, 8 GPUs per variant, 3 seeds; ImageNet weights via "
           "`model.weights`): copy it over `params.yaml`, point `data.dataroot` at nuScenes and run `dvc repro ablation_report` "
           "on a GPU machine (docs/ablation.md).\n"]
-    atomic_write(out / 'ablation.md', lambda f: f.write('\n'.join(md)), mode='w')
-    fig = plot_ablation(summary)
-    atomic_write(out / 'ablation.png', lambda f: fig.savefig(f, format='png', dpi=110)); plt.close(fig)
-    keys = lambda v: [k for k in _iou_keys(v) if not k.endswith('_runs')]
-    atomic_write_json(out / 'ablation.json', {v['variant']: {**{k: v[k] for k in keys(v)}, 'n': v['n'], 'params_count': v['params_count'],
-                                                             'train_s': v['train_s']} for v in summary})
     cols = ['variant', 'encoder', 'sensors', 'iou', 'iou_std', *_bands(v0), *[f'iou_{c}' for c in _conditions(v0)], 'n', 'params_count', 'train_s']
-    atomic_write(out / 'ablation.csv', lambda f: f.write('\n'.join([','.join(cols)] + [','.join(str(v.get(c, '')) for c in cols) for v in summary]) + '\n'), mode='w')
+    write_report(out, 'ablation', md, plot_ablation(summary), summary,
+                 lambda v: [k for k in _iou_keys(v) if not k.endswith('_runs')] + ['n', 'params_count', 'train_s'], cols)
     return summary
 
 # %% ../../nbs/bev/80_ablate.ipynb #a731ecde

@@ -26,7 +26,7 @@ __all__ = ['LANE_WIDTH', 'SIDEWALK_WIDTH', 'JUNCTION_HALF', 'ARM_LENGTH', 'STEP'
            'N_FUTURE_WAYPOINTS', 'LIDAR_CHANNELS', 'LIDAR_AZIMUTHS', 'Path2D', 'Junction', 'Light', 'StopSign', 'Town',
            'make_town', 'ground_label', 'WeatherParams', 'weather_params', 'Vehicle', 'Walker', 'Scenario',
            'make_scenario', 'light_state', 'vehicle_pose', 'to_gps', 'Expert', 'simulate', 'intrinsics', 'scene_boxes',
-           'render_view', 'lidar_sweep', 'write_carla_dataset', 'main']
+           'render_view', 'lidar_sweep', 'write_carla_dataset', 'synth_from_params', 'main']
 
 # %% ../../nbs/carla/30_synth.ipynb #a89b9545
 LANE_WIDTH = 3.5        # m, every lane
@@ -866,6 +866,18 @@ def write_carla_dataset(
                 wr.add_frame(images, lidar_sweep(sc, f['scene'], bx), f['measurements'], f['actors'], f['affordances'])
     return write_index(root, dialect)
 
+def synth_from_params(
+    p:dict,                  # complete params (`drivenb.config.load_params`): `carla.synth` is read
+    overwrite:bool=False,    # replace route folders that exist
+)->Path:                     # the index file
+    "Write the synthetic CARLA root that `carla.synth` describes (the DVC stage `carla_synth`); raises as `write_carla_dataset`."
+    s = p['carla']['synth']
+    return write_carla_dataset(s['root'], s['towns'], s['weathers'], s['routes_per'], s['frames_per_route'], s['dialect'],
+                               s['width'], s['height'], s['seed'], overwrite)
+
+_CLI_DEFAULTS = dict(out='build/carla-synth', towns='1,2,3,4,5,6,7,10', weathers='0,14,10', routes_per=1, frames_per_route=20,
+                     dialect='interfuser', width=128, height=96, seed=0)
+
 @call_parse
 def main(
     out:str='build/carla-synth',       # dataset root to write
@@ -878,8 +890,18 @@ def main(
     height:int=96,                     # camera height, pixels
     seed:int=0,                        # dataset seed
     overwrite:bool=False,              # replace existing route folders
+    params:str=None,                   # take every setting from this params file's `carla.synth` (the DVC stage); the options above must then stay unset
 ):
     "Generate a deterministic synthetic CARLA dataset in the InterFuser or LMDrive layout (drivenb-synth-carla)."
+    if params is not None:
+        given = {k: v for k, v in dict(out=out, towns=towns, weathers=weathers, routes_per=routes_per, frames_per_route=frames_per_route,
+                 dialect=dialect, width=width, height=height, seed=seed).items() if v != _CLI_DEFAULTS[k]}
+        if given: raise SystemExit(f"drivenb-synth-carla: --params {params} sets every option from its carla.synth section; do not also give {sorted('--' + k for k in given)}")
+        from drivenb.config import load_params
+        try: s = load_params(params)['carla']['synth']; idx = synth_from_params({'carla': {'synth': s}}, overwrite)
+        except (ValueError, FileExistsError, FileNotFoundError) as e: raise SystemExit(f"drivenb-synth-carla: {e}")
+        print(f"wrote {len(s['towns']) * len(s['weathers']) * s['routes_per']} routes x {s['frames_per_route']} frames to {s['root']}; index {idx}")
+        return
     try:
         tw = [int(v) for v in towns.split(',') if v.strip()]; ws = [int(v) for v in weathers.split(',') if v.strip()]
     except ValueError: raise SystemExit(f"--towns and --weathers must be comma-separated ints, got {towns!r}, {weathers!r}")

@@ -13,32 +13,59 @@ import torch.distributed as dist
 from ..io import atomic_write_json, load_checkpoint
 from ..dist import sum_over_ranks, dist_world
 from ..train import Task, register_task
-from .routes import INDEX_FILES
+from .routes import INDEX_FILES, write_index, read_index, select_routes
 from .targets import VARIANTS
 from .model import MemFuser, interfuser_loss
 from .data import CarlaFrames, split_frames, LMDRIVE_WAYPOINTS
 
 # %% auto #0
-__all__ = ['CARLA', 'index_file', 'prepare', 'tiny_carla_params', 'check_model_name', 'build_datasets', 'split_dataset',
-           'build_model', 'carla_loss', 'carla_validate', 'data_version', 'evaluate', 'main']
+__all__ = ['CARLA', 'index_file', 'ablation_splits', 'index_from_params', 'prepare', 'tiny_carla_params', 'check_model_name',
+           'build_datasets', 'split_dataset', 'build_model', 'carla_loss', 'carla_validate', 'data_version', 'restore',
+           'frames_of', 'evaluate_splits', 'evaluate', 'main', 'index_main']
 
 # %% ../../nbs/carla/60_task.ipynb #c6a00006
 def index_file(p:dict)->Path:
-    "The index file the carla task reads: `carla.data.root / INDEX_FILES[carla.data.dialect]`."
+    "The index file the carla task reads: `carla.data.index`, or the official `carla.data.root / INDEX_FILES[carla.data.dialect]` when it is null."
     d = p['carla']['data']
-    return Path(d['root']) / INDEX_FILES[d['dialect']]
+    return Path(d['index']) if d.get('index') else Path(d['root']) / INDEX_FILES[d['dialect']]
+
+def ablation_splits(p:dict)->dict:
+    "The four evaluation splits of the ablation, name -> (towns, weathers): `seen` (the training frames), `weather` (held-out weathers), `town` (held-out towns), `both`."
+    a = p['carla']['ablation']
+    return {'seen': (a['train_towns'], a['train_weathers']), 'weather': (a['train_towns'], a['heldout_weathers']),
+            'town': (a['heldout_towns'], a['train_weathers']), 'both': (a['heldout_towns'], a['heldout_weathers'])}
+
+def index_from_params(
+    p:dict,                    # complete params: `carla.data` (root, dialect, index, splits) and `carla.ablation` (its splits)
+)->dict:                       # split -> {towns, weathers, routes, frames}; also `<index folder>/splits.json`
+    "Write `carla.data.index` from the route folders of `carla.data.root` and the routes every split selects. Raises `ValueError` when `carla.data.index` is null or a split selects no route, `FileNotFoundError` for a root without routes or a route missing a file."
+    d = p['carla']['data']
+    if not d.get('index'): raise ValueError("carla.data.index is null: the task reads the root's own index file; set carla.data.index to the file to write")
+    idx = write_index(d['root'], d['dialect'], out=d['index'])
+    entries = read_index(idx, d['root'], d['dialect'])
+    splits = {'train': (d['train_towns'], d['train_weathers']), 'val': (d['val_towns'], d['val_weathers'])}
+    splits.update({f'ablation_{k}': v for k, v in ablation_splits(p).items()})
+    out = {}
+    for name, (towns, weathers) in splits.items():
+        try: sel = select_routes(entries, towns, weathers)
+        except ValueError as e: raise ValueError(f"{idx}: split {name!r} (towns {list(towns)} x weathers {list(weathers)}): {e}") from None
+        out[name] = dict(towns=list(towns), weathers=list(weathers), routes=[e.rel for e in sel], frames=sum(e.n for e in sel))
+    atomic_write_json(idx.parent / 'splits.json', out)
+    return out
 
 def prepare(
     p:dict,                    # complete params (`load_params`)
 )->Path:                       # the index file of `carla.data.root`
-    "Synthesise `carla.synth` into its root when `carla.data.root` is that root and holds no index yet. Raises `ValueError` when the two dialects differ, `FileNotFoundError` when another root has no index."
-    from drivenb.carla.synth import write_carla_dataset
+    "Synthesise `carla.synth` into its root when `carla.data.root` is that root and holds no index yet, and write `carla.data.index` from the folders when it is set and missing. Raises `ValueError` when the two dialects differ, `FileNotFoundError` when another root has no index."
+    from drivenb.carla.synth import synth_from_params
     s, d = p['carla']['synth'], p['carla']['data']
-    idx = index_file(p)
-    if Path(d['root']) == Path(s['root']) and not idx.is_file():
+    official = Path(d['root']) / INDEX_FILES[d['dialect']]
+    if Path(d['root']) == Path(s['root']) and not official.is_file():
         if s['dialect'] != d['dialect']:
-            raise ValueError(f"carla.synth.dialect={s['dialect']!r} but carla.data.dialect={d['dialect']!r}: the task would look for {idx}")
-        write_carla_dataset(s['root'], s['towns'], s['weathers'], s['routes_per'], s['frames_per_route'], s['dialect'], s['width'], s['height'], s['seed'])
+            raise ValueError(f"carla.synth.dialect={s['dialect']!r} but carla.data.dialect={d['dialect']!r}: the task would look for {official}")
+        synth_from_params(p)
+    idx = index_file(p)
+    if d.get('index') and not idx.is_file() and Path(d['root']).is_dir(): index_from_params(p)
     if not idx.is_file():
         raise FileNotFoundError(f"carla.data.root: index {idx} not found: point carla.data.root at an InterFuser / LMDrive root, or at carla.synth.root to synthesise one")
     return idx
@@ -51,7 +78,7 @@ def tiny_carla_params(
     "Params that synthesise, train and evaluate the carla task in seconds."
     root = Path(root); out = Path(out) if out is not None else root / 'run'
     r = {'synth': {'root': str(root / 'data'), 'towns': [1, 5], 'weathers': [0, 14], 'routes_per': 1, 'frames_per_route': 3, 'width': 64, 'height': 48},
-         'data': {'root': str(root / 'data'), 'train_towns': [1], 'val_towns': [5], 'train_weathers': [0, 14], 'val_weathers': [0, 14],
+         'data': {'root': str(root / 'data'), 'index': None, 'train_towns': [1], 'val_towns': [5], 'train_weathers': [0, 14], 'val_weathers': [0, 14],
                   'image_size': 64, 'view_size': 32},
          'model': {'name': 'memfuser_tiny_e1d1'},
          'train': {'iters': 4, 'batch_size': 2, 'val_every': 4, 'ckpt_every': 0, 'log_every': 1, 'workers': 0, 'device': 'cpu', 'out': str(out)},
@@ -70,7 +97,7 @@ def _frames_kwargs(p:dict)->dict:
     "The `CarlaFrames` arguments both splits share."
     d = p['carla']['data']
     return dict(multi_view=d['multi_view'], with_lidar=d['with_lidar'], image_size=d['image_size'], view_size=d['view_size'],
-                targets=d['targets'], seed=p['train']['seed'], model_name=p['carla']['model']['name'])
+                targets=d['targets'], seed=p['train']['seed'], model_name=p['carla']['model']['name'], index=index_file(p))
 
 def build_datasets(p:dict)->tuple:
     "(train, val) `CarlaFrames` of `carla.data` (`split_frames`); raises naming an unknown model name, a missing index or an empty split before training."
@@ -91,8 +118,7 @@ def split_dataset(
     "One split of `carla.data` as the validation sees it (no random resize); raises like `build_datasets`."
     d = p['carla']['data']
     if split not in ('train', 'val'): raise ValueError(f"carla.evaluate.split must be 'train' or 'val', got {split!r}")
-    try: return CarlaFrames(d['root'], d['dialect'], d[f'{split}_towns'], d[f'{split}_weathers'], scale=None, **_frames_kwargs(p))
-    except ValueError as e: raise ValueError(f"carla.data ({split} split): {e}") from None
+    return frames_of(p, d[f'{split}_towns'], d[f'{split}_weathers'], f'{split} split')
 
 def build_model(p:dict, ds:CarlaFrames)->MemFuser:
     "`timm.create_model(carla.model.name, ...)` sized for `ds` (views) and `carla.data.targets` (heads), random weights, with `loss_options` for `carla_loss`. Raises `ValueError` for a name that is not a MemFuser or kwargs that clash with the data's."
@@ -179,22 +205,57 @@ CARLA = register_task(Task('carla', build_datasets=build_datasets, build_model=b
                            resume_ignore=('carla.train', 'carla.evaluate')))
 
 # %% ../../nbs/carla/60_task.ipynb #c6a00010
-def evaluate(
+def restore(
     p:dict,                    # complete params (`load_params(..., study='carla')`)
     checkpoint=None,           # checkpoint file; None: `carla.evaluate.checkpoint`
-)->dict:                       # the metrics of `carla_validate` plus split, frames, checkpoint, step
-    "Score a carla checkpoint on `carla.evaluate.split`; raises `FileNotFoundError` naming a missing checkpoint or index."
-    e = p['carla']['evaluate']
-    ck_path = Path(checkpoint or e['checkpoint'])
+)->tuple:                      # (params with the checkpoint's carla.model and data switches, checkpoint dict, its path)
+    "A carla checkpoint and the params its weights were trained for; raises `FileNotFoundError` naming a missing checkpoint or index."
+    ck_path = Path(checkpoint or p['carla']['evaluate']['checkpoint'])
     if not ck_path.is_file(): raise FileNotFoundError(f"carla.evaluate.checkpoint not found: {ck_path}")
     ck = load_checkpoint(ck_path)
     cc = ck['params']['carla']
     keep = ('multi_view', 'with_lidar', 'image_size', 'view_size', 'targets')       # what the weights were trained for
     q = {**p, 'carla': {**p['carla'], 'model': cc['model'], 'data': {**p['carla']['data'], **{k: cc['data'][k] for k in keep}}}}
     if not index_file(q).is_file(): raise FileNotFoundError(f"carla.data.root: index {index_file(q)} not found")
-    ds = split_dataset(q, e['split'])
-    model = build_model(q, ds); model.load_state_dict(ck['model'])
-    out = dict(carla_validate(model, ds, 'cpu', q), split=e['split'], frames=len(ds), checkpoint=str(ck_path), step=ck.get('step'))
+    return q, ck, ck_path
+
+def frames_of(
+    q:dict,                    # complete params (`restore`'s)
+    towns, weathers,           # the split's town numbers and weather ids
+    where:str='split',         # named in errors
+)->CarlaFrames:                # those routes as the validation sees them (no random scale)
+    "The frames of `towns` x `weathers` of `carla.data`; raises `ValueError` naming `where` for an empty selection."
+    try: return CarlaFrames(q['carla']['data']['root'], q['carla']['data']['dialect'], towns, weathers, scale=None, **_frames_kwargs(q))
+    except ValueError as e: raise ValueError(f"carla.data ({where}): {e}") from None
+
+def evaluate_splits(
+    p:dict,                    # complete params
+    splits:dict,               # name -> (towns, weathers)
+    checkpoint=None,           # checkpoint file; None: `carla.evaluate.checkpoint`
+    loss_options:dict|None=None, # overrides of the model's `loss_options` for `l1_error` (e.g. {'smooth_l1': False}: L1 for every run)
+)->dict:                       # name -> the metrics of `carla_validate` plus frames
+    "Score one checkpoint on several town x weather splits (the ablation's generalisation splits); raises like `restore` and `frames`."
+    q, ck, _ = restore(p, checkpoint)
+    out, model = {}, None
+    for name, (towns, weathers) in splits.items():
+        ds = frames_of(q, towns, weathers, name)
+        if model is None:
+            model = build_model(q, ds); model.load_state_dict(ck['model'])
+            model.loss_options = {**model.loss_options, **(loss_options or {})}
+        out[name] = dict(carla_validate(model, ds, 'cpu', q), frames=len(ds))
+    return out
+
+def evaluate(
+    p:dict,                    # complete params (`load_params(..., study='carla')`)
+    checkpoint=None,           # checkpoint file; None: `carla.evaluate.checkpoint`
+)->dict:                       # the metrics of `carla_validate` plus split, frames, checkpoint, step
+    "Score a carla checkpoint on `carla.evaluate.split` and write `<carla.evaluate.out>/metrics.json`; raises `FileNotFoundError` naming a missing checkpoint or index."
+    e = p['carla']['evaluate']
+    if e['split'] not in ('train', 'val'): raise ValueError(f"carla.evaluate.split must be 'train' or 'val', got {e['split']!r}")
+    q, ck, ck_path = restore(p, checkpoint)
+    d = q['carla']['data']
+    m = evaluate_splits(q, {e['split']: (d[f"{e['split']}_towns"], d[f"{e['split']}_weathers"])}, ck_path)[e['split']]
+    out = dict(m, split=e['split'], checkpoint=str(ck_path), step=ck.get('step'))
     atomic_write_json(Path(e['out']) / 'metrics.json', out)
     return out
 
@@ -215,3 +276,16 @@ def main(
     print(f"{m['split']}: l1_error {m['l1_error']:.4f}, waypoint ADE {m['waypoint_ade']:.2f} m, FDE {m['waypoint_fde']:.2f} m, "
           f"light acc {m['traffic_light_acc']:.3f}, density F1 {m['density_f1']:.3f} over {m['frames']} frames (step {m['step']}) "
           f"-> {Path(p['carla']['evaluate']['out']) / 'metrics.json'}")
+
+# %% ../../nbs/carla/60_task.ipynb #c6a00018
+@call_parse
+def index_main(
+    params:Param("params.yaml to read (carla.data, carla.ablation)", str)='params.yaml',
+    set:Param("overrides key=value (dotted keys), repeatable", str, nargs='*')=None,
+):
+    "Write `carla.data.index` from the route folders of `carla.data.root` and `splits.json` beside it (drivenb-carla-index, the DVC stage carla_index)."
+    from drivenb.cli import cli_run, parse_sets
+    from drivenb.config import load_params
+    p = cli_run(lambda: load_params(params, parse_sets(set), study='carla'))
+    s = cli_run(lambda: index_from_params(p))
+    print(f"{p['carla']['data']['index']}: " + ', '.join(f"{k} {len(v['routes'])} routes / {v['frames']} frames" for k, v in s.items()))

@@ -4,14 +4,14 @@
 
 # %% ../../nbs/radial/80_ablate.ipynb #ra800003
 from __future__ import annotations
-import copy, re, time
+import time
 from pathlib import Path
 import numpy as np
 import yaml
 import matplotlib.pyplot as plt
 from ..config import load_params
 from ..io import atomic_write, atomic_write_json
-from ..ablation import read_runs, summarize, compare, ranks, mean_pm_std
+from ..ablation import read_runs, summarize, compare, ranks, mean_pm_std, inherit, check_variant_name, write_report
 
 # %% auto #0
 __all__ = ['INHERITED', 'BUDGET', 'METRICS', 'KEYS', 'FLOOR', 'variant_params', 'run_variant', 'ablation_rows', 'summarize_runs',
@@ -32,15 +32,6 @@ BUDGET = ('iters', 'batch_size', 'lr', 'freespace')
 METRICS = ('f1', 'ap', 'ar', 'bev_ap50', 'bev_ap70', 'range_error', 'angle_error', 'freespace_miou')
 "Metrics of `drivenb.radial.task.evaluate` the report summarizes (errors: lower is better; the others: higher)."
 
-def _get(d:dict, key:str):
-    for k in key.split('.'): d = d[k]
-    return d
-
-def _set(d:dict, key:str, v):
-    ks = key.split('.')
-    for k in ks[:-1]: d = d.setdefault(k, {})
-    d[ks[-1]] = copy.deepcopy(v)
-
 def variant_params(
     params='params.yaml',             # the study's params file or dict: `radial.ablation` and the `INHERITED` keys come from it
     variant:str='rd',                 # the variant's name in `radial.ablation.variants`: letters, digits, '_', '-', '.' (it names folders)
@@ -52,8 +43,7 @@ def variant_params(
     **budget,                         # overrides of the `radial.ablation` budget: iters, batch_size, lr
 )->dict:                              # complete params of the run (`load_params(..., study='radial')`)
     "Complete params of one radar ablation run; raises `ValueError`/`KeyError` naming a bad variant name, an unknown variant, a bad budget or seed before anything runs."
-    if not re.fullmatch(r'[A-Za-z0-9_.\-]+', str(variant)):
-        raise ValueError(f"radial ablation variant name {variant!r} must be letters, digits, '_', '-' or '.' (it names folders)")
+    check_variant_name(variant, 'radial.ablation')
     bad = set(budget) - set(BUDGET)
     if bad: raise KeyError(f"radial ablation variant {variant!r}: unknown budget keys {sorted(bad)}; known: {list(BUDGET)}")
     base = load_params(params)
@@ -65,8 +55,7 @@ def variant_params(
         raise KeyError(f"radial ablation variant {variant!r} is not in params radial.ablation.variants ({sorted(base['radial']['ablation']['variants'])}); name one, or give representation and camera")
     seed = base['radial']['ablation']['seeds'][0] if seed is None else seed
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0: raise ValueError(f"radial ablation variant {variant!r}: seed must be a whole number >= 0, got {seed!r}")
-    over = {}
-    for k in INHERITED: _set(over, k, _get(base, k))
+    over = inherit(base, INHERITED)
     run, rep = f"{runs}/{variant}/seed{seed}", f"{reports}/{variant}/seed{seed}"
     return load_params(over, {'radial': {
         'model': {'representation': representation, 'camera': camera, 'freespace': a['freespace']},
@@ -215,13 +204,9 @@ def ablation_report(
           f"they do not reproduce EchoFusion's Table 1.\n",
           "**The paper's runs.** `params-paper.yaml` holds the official geometry, FFTRadNet's settings and 3 seeds in `radial.ablation`: "
           "copy it over `params.yaml`, point `radial.convert.root` at RADIal and run `dvc repro radial_ablation_report` on a GPU machine.\n"]
-    atomic_write(out / 'radial_ablation.md', lambda f: f.write('\n'.join(md)), mode='w')
-    fig = plot_ablation(summary)
-    atomic_write(out / 'radial_ablation.png', lambda f: fig.savefig(f, format='png', dpi=110)); plt.close(fig)
-    atomic_write_json(out / 'radial_ablation.json', {v['variant']: {**{k: v[k] for k in METRICS}, **{k + '_std': v[k + '_std'] for k in METRICS},
-                                                                    'n': v['n'], 'params_count': v['params_count'], 'train_s': v['train_s']} for v in summary})
     cols = ['variant', 'representation', 'camera', *[c for k in METRICS for c in (k, k + '_std')], 'n', 'params_count', 'train_s']
-    atomic_write(out / 'radial_ablation.csv', lambda f: f.write('\n'.join([','.join(cols)] + [','.join(str(v.get(c, '')) for c in cols) for v in summary]) + '\n'), mode='w')
+    write_report(out, 'radial_ablation', md, plot_ablation(summary), summary,
+                 [*METRICS, *[k + '_std' for k in METRICS], 'n', 'params_count', 'train_s'], cols)
     return summary
 
 # %% ../../nbs/radial/80_ablate.ipynb #ra800018
