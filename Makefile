@@ -7,7 +7,7 @@ STAMP := $(VENV)/.drivenb-env
 export PATH := $(BIN):$(PATH)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: env repro repro-radial repro-carla test lint hooks export readme clean-runs lab bench imports docs outputs
+.PHONY: env repro repro-radial repro-carla repro-hdmap test lint hooks export readme clean-runs lab bench imports docs outputs
 
 $(STAMP): requirements.lock setup.py settings.ini
 	@echo "== creating $(VENV) from requirements.lock (torch CUDA build, runs on CPU too; a few minutes the first time)"
@@ -28,6 +28,8 @@ repro: env
 	dvc metrics show reports/radial/metrics.json
 	dvc metrics show reports/carla/metrics.json
 	@sed -n '/^| rank/,/^$$/p' reports/carla_ablation.md
+	dvc metrics show reports/hdmap/metrics.json
+	@sed -n '/^| rank/,/^$$/p' reports/hdmap_ablation.md
 
 ## the RADIal radar study alone: synthetic recordings -> EchoFusion layout -> train -> evaluate
 repro-radial: env
@@ -39,6 +41,13 @@ repro-carla: env
 	dvc repro carla_evaluate carla_ablation_report
 	dvc metrics show reports/carla/metrics.json runs/carla/summary.json
 	@sed -n '/^| rank/,/^$$/p' reports/carla_ablation.md
+
+## the map-element study alone: map expansion -> GT cache -> Q-Former detector -> Chamfer AP, and the Q-Former lr x LLM x queries ablation
+repro-hdmap: env
+	dvc pull -q data.dvc
+	dvc repro hdmap_evaluate hdmap_ablation_report
+	dvc metrics show reports/hdmap/metrics.json runs/hdmap/summary.json
+	@sed -n '/^| rank/,/^$$/p' reports/hdmap_ablation.md
 
 ## every test: lint (export check, clean notebooks, ruff, import layout), the notebooks (nbdev_test), then tests/ (pytest) incl. the embedded data
 test: env lint

@@ -11,12 +11,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, StrictInt, StrictFloat, field_validator, model_validator
 
 # %% auto #0
-__all__ = ['BEV_MIN_CELLS', 'Num', 'RADIAL_TRAIN', 'CARLA_TRAIN', 'DEFAULTS', 'STUDIES', 'check_grid', 'F', 'Section',
-           'DataParams', 'GridParams', 'ConvertParams', 'ModelParams', 'ParamGroup', 'TrainParams', 'EvaluateParams',
-           'Variant', 'AblationParams', 'ToyParams', 'RadialSynthParams', 'RadialConvertParams', 'RadialModelParams',
-           'check_train_override', 'RadialEvaluateParams', 'RadialVariant', 'RadialAblationParams', 'RadialParams',
-           'CarlaSynthParams', 'CarlaDataParams', 'CarlaModelParams', 'CarlaEvaluateParams', 'CarlaVariant',
-           'CarlaAblationParams', 'CarlaParams', 'Params', 'describe', 'study_train', 'load_params', 'project_root']
+__all__ = ['BEV_MIN_CELLS', 'Num', 'RADIAL_TRAIN', 'CARLA_TRAIN', 'HDMAP_TRAIN', 'DEFAULTS', 'STUDIES', 'check_grid', 'F',
+           'Section', 'DataParams', 'GridParams', 'ConvertParams', 'ModelParams', 'ParamGroup', 'TrainParams',
+           'EvaluateParams', 'Variant', 'AblationParams', 'ToyParams', 'RadialSynthParams', 'RadialConvertParams',
+           'RadialModelParams', 'check_train_override', 'RadialEvaluateParams', 'RadialVariant', 'RadialAblationParams',
+           'RadialParams', 'CarlaSynthParams', 'CarlaDataParams', 'CarlaModelParams', 'CarlaEvaluateParams',
+           'CarlaVariant', 'CarlaAblationParams', 'CarlaParams', 'HdmapDataParams', 'HdmapGTParams', 'HdmapModelParams',
+           'HdmapLossParams', 'HdmapEvaluateParams', 'HdmapVariant', 'HdmapAblationParams', 'HdmapParams', 'Params',
+           'describe', 'study_train', 'load_params', 'project_root']
 
 # %% ../nbs/01_config.ipynb #9287ef24
 BEV_MIN_CELLS = 9   # forward and lateral cells: the BEV decoder's stride-8 bottleneck needs at least 2 x 2 cells
@@ -330,6 +332,83 @@ class CarlaParams(Section):
     @classmethod
     def _train(cls, v): return check_train_override(v, 'carla.train')
 
+class HdmapDataParams(Section):
+    dataroot:str = F('data/nuscenes-synth', "nuScenes-format root with maps/expansion/<location>.json (real nuScenes: the map expansion v1.3 installed)")
+    version:str = F('v1.0-synth', "table folder under dataroot")
+    val_scenes:Union[Literal['auto'], list[str]] = F('auto', "'auto' (official split / last 20 % of scenes) or a list of scene names")
+    frames:str = F('build/hdmap', "the GT cache drivenb-hdmap-gt writes (frames/<token>.npz, splits.json, nuscenes_map_anns_val.json, meta.json)")
+    image_hw:list[StrictInt] = F([96, 176], "camera images stored and fed to the model, (height, width) pixels (the seed: 336 x 336)", min_length=2, max_length=2)
+
+class HdmapGTParams(Section):
+    classes:list[Literal['divider', 'ped_crossing', 'boundary']] = F(['divider', 'ped_crossing', 'boundary'], "map classes, label = index (MapTR map_classes)", min_length=1)
+    pc_range:list[Num] = F([-30.0, -15.0, 30.0, 15.0], "patch (x_min, y_min, x_max, y_max) in the ego frame, metres, x forward: MapTR's 60 m x 30 m (pc_range [-15, -30, 15, 30] in LIDAR_TOP)", min_length=4, max_length=4)
+    n_points:int = F(20, "points per element (MapTR fixed_ptsnum_per_line)", ge=2)
+    min_length:float = F(1.0, "elements shorter than this are dropped, metres (seed STEP1_GT_GENERATION)", ge=0)
+    min_area:float = F(0.5, "closed elements enclosing less than this are dropped, m^2 (seed)", ge=0)
+
+class HdmapModelParams(Section):
+    backbone:str = F('resnet18', "timm backbone of the six cameras (features_only), random init")
+    backbone_weights:Optional[str] = F(None, "local state dict of the timm backbone; null: random init")
+    out_index:int = F(3, "backbone feature stage (timm out_indices); resnet18 3 = stride 16", ge=0)
+    image_dim:int = F(128, "image token width = the Q-Former's encoder_hidden_size", ge=1)
+    qformer_hidden:int = F(128, "Q-Former width (BLIP-2: 768)", ge=1)
+    qformer_layers:int = F(2, "Q-Former layers (BLIP-2: 12)", ge=1)
+    qformer_heads:int = F(4, "Q-Former attention heads", ge=1)
+    qformer_intermediate:int = F(256, "Q-Former feed-forward width", ge=1)
+    query_tokens:int = F(32, "BLIP-2 query tokens (BLIP-2: 32)", ge=1)
+    qformer_weights:Optional[str] = F(None, "local file with BLIP-2 Q-Former weights (drivenb.hdmap.model.load_qformer_weights); null: random init")
+    qformer_dtype:Literal['fp32', 'bf16'] = F('fp32', "dtype the Q-Former runs in whatever the autocast: never fp16 (LAVIS issues 267/409)")
+    llm:str = F('gpt2', "frozen LLM stage: gpt2 | opt | llama (tiny, by config), none (ablated: map queries go straight to the decoder), or a local HF model folder")
+    llm_hidden:int = F(128, "LLM width of the by-config LLMs; also the decoder width", ge=1)
+    llm_layers:int = F(2, "LLM layers (by config)", ge=1)
+    llm_heads:int = F(4, "LLM attention heads (by config)", ge=1)
+    map_queries:int = F(50, "learnable map queries = predicted elements per frame (MapTR num_vec)", ge=1)
+    decoder_layers:int = F(2, "map decoder layers", ge=1)
+    decoder_heads:int = F(4, "map decoder attention heads", ge=1)
+
+class HdmapLossParams(Section):
+    cls_weight:float = F(2.0, "focal classification loss weight (MapTR loss_cls 2.0)", ge=0)
+    pts_weight:float = F(5.0, "point L1 loss weight on normalised points (MapTR loss_pts 5.0)", ge=0)
+    dir_weight:float = F(0.005, "direction (cosine) loss weight (MapTR loss_dir 0.005)", ge=0)
+    match_cls:float = F(2.0, "Hungarian cost weight of the focal class cost (MapTR FocalLossCost 2.0)", ge=0)
+    match_pts:float = F(5.0, "Hungarian cost weight of the ordered point L1 cost (MapTR OrderedPtsL1Cost 5.0)", ge=0)
+
+class HdmapEvaluateParams(Section):
+    checkpoint:str = F('runs/hdmap/best.pt', "checkpoint drivenb-evaluate-hdmap reads")
+    out:str = F('reports/hdmap', "folder of metrics.json and figures/")
+    split:Literal['train', 'val'] = F('val', "split scored")
+    batch_size:int = F(4, "frames per forward pass", ge=1)
+    max_predictions:int = F(50, "predictions kept per frame: top-k over queries x classes by sigmoid score (MapTR's post-processing, max_num 50)", ge=1)
+    figures:int = F(4, "frames drawn as PNGs (GT and predictions in BEV)", ge=0)
+
+class HdmapVariant(Section):
+    qformer_lr:Optional[float] = F(None, "peak lr of the Q-Former group; null: the study's (hdmap.train.param_groups 'qformer', the seed's 1e-5)", gt=0)
+    llm:Optional[str] = F(None, "hdmap.model.llm of the variant (a frozen LLM, or none); null: the study's")
+    map_queries:Optional[int] = F(None, "hdmap.model.map_queries of the variant; null: the study's", ge=1)
+
+class HdmapAblationParams(Section):
+    iters:int = F(100, "optimizer steps, the same for every variant", ge=1)
+    batch_size:int = F(2, "global batch", ge=1)
+    seeds:list[StrictInt] = F([0], "seeds: every variant runs once per seed (the report: mean and std over them)", min_length=1)
+    variants:dict[str, HdmapVariant] = F({}, "name -> {qformer_lr, llm, map_queries} (nbs/hdmap/80_ablate.ipynb)")
+
+HDMAP_TRAIN = dict(iters=300, batch_size=2, grad_acc=1, lr=1e-4, weight_decay=0.01, schedule='cosine', warmup=0.1, grad_clip=0.1,
+                   param_groups=[dict(match=r'^qformer\.', name='qformer', lr=1e-5), dict(match=r'^map_queries', name='map_queries', lr=1e-4),
+                                 dict(match=r'^decoder\.', name='decoder', lr=1e-4)],
+                   freeze=[r'^llm\.'], lr_scale_base=None, val_every=100, ckpt_every=100, log_every=10, workers=0, out='runs/hdmap')
+
+class HdmapParams(Section):
+    data:HdmapDataParams = F(HdmapDataParams(), "nuScenes input with its map expansion and the GT cache (drivenb-hdmap-gt)")
+    gt:HdmapGTParams = F(HdmapGTParams(), "MapTR's vector ground truth protocol in the ego frame")
+    model:HdmapModelParams = F(HdmapModelParams(), "timm backbone -> BLIP-2 Q-Former -> frozen LLM with map queries -> map decoder")
+    loss:HdmapLossParams = F(HdmapLossParams(), "MapTR's Hungarian matching and losses")
+    train:dict = F(HDMAP_TRAIN, "overrides of the shared train section for this study (the seed's three lr groups, frozen LLM, clip 0.1, warm-up + cosine): any train key but task")
+    evaluate:HdmapEvaluateParams = F(HdmapEvaluateParams(), "Chamfer AP of a hdmap checkpoint")
+    ablation:HdmapAblationParams = F(HdmapAblationParams(), "Q-Former lr x LLM x map queries ablation over seeds (dvc stages hdmap_ablate@<variant>-<seed>)")
+    @field_validator('train')
+    @classmethod
+    def _train(cls, v): return check_train_override(v, 'hdmap.train')
+
 class Params(Section):
     "All sections of `params.yaml`."
     data:DataParams = F(DataParams(), "nuScenes-format input of the BEV study")
@@ -342,6 +421,7 @@ class Params(Section):
     toy:ToyParams = F(ToyParams(), "the trainer's toy task")
     radial:RadialParams = F(RadialParams(), "the RADIal radar study (nbs/radial): synthetic data, conversion, model, its train overrides, evaluation")
     carla:CarlaParams = F(CarlaParams(), "the CARLA driving study (nbs/carla): synthetic routes, frames and splits, MemFuser, its train overrides, evaluation")
+    hdmap:HdmapParams = F(HdmapParams(), "the map-element study (nbs/hdmap): GT cache from the map expansion, Q-Former + frozen LLM detector, its train overrides, Chamfer AP")
 
 # %% ../nbs/01_config.ipynb #11178893
 DEFAULTS = Params().model_dump()

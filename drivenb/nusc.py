@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
 from pyquaternion import Quaternion
+from PIL import Image
 from nuscenes.utils.data_classes import Box, RadarPointCloud
 from nuscenes.utils.geometry_utils import transform_matrix
 from .geometry import invert_T
@@ -18,7 +19,8 @@ __all__ = ['CAMERAS', 'RADARS', 'RADAR_FIELDS', 'RADAR_META_FIELDS', 'LIDAR_MIN_
            'VISIBILITY_LEVELS', 'TABLE_LINKS', 'FIXTURE_CATEGORIES', 'CONDITION_TAGS', 'is_vehicle', 'Keyframe',
            'open_nuscenes', 'row_name', 'missing_row', 'table_row', 'dangling_reference', 'sample_data_paths',
            'load_keyframe', 'read_radar_pcd', 'radar_sweep_records', 'load_radar', 'load_lidar', 'fixture_dir',
-           'keyframe_from_fixture', 'scene_conditions', 'scene_condition', 'scene_descriptions']
+           'keyframe_from_fixture', 'scene_conditions', 'scene_condition', 'scene_descriptions', 'load_image',
+           'split_scenes']
 
 # %% ../nbs/06_nuscenes.ipynb #98fa86eb
 CAMERAS = ('CAM_FRONT_LEFT', 'CAM_FRONT', 'CAM_FRONT_RIGHT', 'CAM_BACK_LEFT', 'CAM_BACK', 'CAM_BACK_RIGHT')
@@ -360,3 +362,39 @@ def scene_descriptions(
     f = Path(dataroot) / version / 'scene.json'
     if not f.is_file(): raise FileNotFoundError(f"scene table not found: {f} (data.dataroot / data.version)")
     return {s['name']: s.get('description', '') for s in json.loads(f.read_text())}
+
+# %% ../nbs/06_nuscenes.ipynb #e1a2b3c2
+def load_image(path, size_hw)->np.ndarray:
+    "Decode an image and resize it to (H, W) -> (H, W, 3) uint8; raises `ValueError` naming a corrupt or unreadable file."
+    try:
+        with Image.open(path) as im:
+            im = im.convert('RGB'); im.load()
+            return np.asarray(im.resize((int(size_hw[1]), int(size_hw[0])), Image.BILINEAR), dtype=np.uint8)
+    except FileNotFoundError: raise FileNotFoundError(f"image not found: {path}") from None
+    except Exception as e: raise ValueError(f"cannot decode image {path}: {e}") from None
+
+# %% ../nbs/06_nuscenes.ipynb #721da79d
+def split_scenes(
+    scene_names:list,   # every scene name in the database
+    version:str,        # database version
+    val_scenes='auto',  # 'auto' or a list of scene names
+    param:str='data.val_scenes',  # the params key `val_scenes` came from, named in errors
+)->dict:                # {'train': [...], 'val': [...]} scene names
+    "Scene split; raises `ValueError` for unknown val scene names or an empty split."
+    names = sorted(scene_names)
+    if val_scenes == 'auto':
+        if version in ('v1.0-trainval', 'v1.0-mini'):
+            from nuscenes.utils.splits import create_splits_scenes
+            sp = create_splits_scenes(); pre = 'mini_' if version == 'v1.0-mini' else ''
+            out = {'train': [n for n in names if n in set(sp[pre + 'train'])], 'val': [n for n in names if n in set(sp[pre + 'val'])]}
+        else:
+            nval = max(1, round(0.2 * len(names)))
+            out = {'train': names[:-nval], 'val': names[-nval:]}
+    else:
+        val_scenes = list(val_scenes)
+        unknown = sorted(set(val_scenes) - set(names))
+        if unknown: raise ValueError(f"params {param} names scenes not in the database: {unknown[:5]}")
+        out = {'train': [n for n in names if n not in set(val_scenes)], 'val': [n for n in names if n in set(val_scenes)]}
+    for k, v in out.items():
+        if not v: raise ValueError(f"the {k} split is empty ({len(names)} scenes in the database, val_scenes={val_scenes!r})")
+    return out

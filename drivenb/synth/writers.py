@@ -8,15 +8,16 @@ import hashlib, io, json, os, shutil, time
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageFilter
 from pyquaternion import Quaternion
 from tqdm.auto import tqdm
 from fastcore.script import call_parse
 from ..geometry import invert_T, apply_T
 from .rig import LIDAR, CAMERA_CHANNELS, RADAR_CHANNELS, sensor_rig
-from .world import World, CATEGORIES, CATEGORY_INFO, VEHICLE_KINDS, CONDITIONS, make_world, condition_tags, condition_prefix
+from .world import CATEGORIES, CATEGORY_INFO, VEHICLE_KINDS, CONDITIONS, make_world, condition_tags, condition_prefix
 from .render import render_camera
 from .sensors import RADAR_PCD_FIELDS, RADAR_DTYPE, LIDAR_RINGS, radar_scan, lidar_scan
+from .maps import location_slots, slot_spacing, slot_grid, scene_offset, map_stretch, road_elements, expansion_json, semantic_prior
 
 # %% auto #0
 __all__ = ['ATTRIBUTES', 'VISIBILITY_TABLE', 'nusc_token', 'visibility_token', 'encode_jpeg', 'write_radar_pcd', 'SynthSpec',
@@ -78,15 +79,6 @@ def write_radar_pcd(
     with open(path, 'wb') as f:
         f.write(header.encode('ascii')); f.write(points.tobytes()); f.write(b'\n')
 
-def _map_png(world:World, path):
-    "Map mask (nuScenes `semantic_prior`, 0.1 m / pixel, global origin at the bottom-left): the road surface in white."
-    res, size = 0.1, 4000                                          # 400 m x 400 m around the scene
-    dr, dl, kr, kl, wr, wl = world.edges
-    corners = [world.to_global(s, d) for s, d in ((-400, kr), (400, kr), (400, kl), (-400, kl))]
-    img = Image.new('L', (size, size), 0)
-    ImageDraw.Draw(img).polygon([(x / res, size - y / res) for x, y in corners], fill=255)
-    img.save(path, optimize=True)
-
 # %% ../../nbs/synth/40_writers.ipynb #1a2b3c07
 @dataclass(frozen=True)
 class SynthSpec:
@@ -141,19 +133,19 @@ def _scene(
     index:int,      # scene index (>= 0)
     t0_us:int,      # timestamp of the first keyframe, microseconds
     tick,           # called after each keyframe (progress)
-)->tuple:          # (tables: dict of lists of rows, stats: dict(vehicles_50m=list of int per keyframe, condition=str))
-    "Generate the files and table rows of one scene."
+    location:str,   # the log's map location (`synth.maps.scene_location`)
+    offset,         # (2,) global translation of the scene in its location's map, metres (`synth.maps.scene_offset`)
+)->tuple:          # (tables: dict of lists of rows, stats: dict(vehicles_50m=list of int per keyframe, condition=str, map=`road_elements` dict))
+    "Generate the files and table rows of one scene; its global coordinates (ego poses, annotations, map) are moved by `offset`."
     seed, n_keyframes, width, height = spec.seed, spec.n_keyframes, spec.width, spec.height
     condition = spec.condition(index)
     world = make_world(seed, index, n_keyframes, condition=condition)
     rig = sensor_rig(width, height)
-    T = {k: [] for k in ('scene', 'sample', 'sample_data', 'ego_pose', 'calibrated_sensor', 'log', 'map', 'instance', 'sample_annotation')}
+    T = {k: [] for k in ('scene', 'sample', 'sample_data', 'ego_pose', 'calibrated_sensor', 'log', 'instance', 'sample_annotation')}
+    shift = np.array([offset[0], offset[1], 0.])
     logfile = f"synth{seed}-2026-01-01-{index:04d}"
     log_tok, scene_tok = nusc_token(seed, 'log', index), nusc_token(seed, 'scene', index)
-    T['log'].append(dict(token=log_tok, logfile=logfile, vehicle='synth', date_captured='2026-01-01', location=f'synth-town-{index}'))
-    map_file = f"maps/{nusc_token(seed, 'map', index)}.png"
-    _map_png(world, out / map_file)
-    T['map'].append(dict(token=nusc_token(seed, 'map', index), log_tokens=[log_tok], category='semantic_prior', filename=map_file))
+    T['log'].append(dict(token=log_tok, logfile=logfile, vehicle='synth', date_captured='2026-01-01', location=location))
     cs_tok = {}
     for ch, c in rig.items():
         cs_tok[ch] = nusc_token(seed, 'calibrated_sensor', index, ch)
@@ -166,7 +158,7 @@ def _scene(
         if ts not in poses:
             P = world.global_T_ego(t)
             poses[ts] = nusc_token(seed, 'ego_pose', index, ts)
-            T['ego_pose'].append(dict(token=poses[ts], timestamp=ts, rotation=_quat_yaw(world.heading), translation=_r(P[:3, 3], 4)))
+            T['ego_pose'].append(dict(token=poses[ts], timestamp=ts, rotation=_quat_yaw(world.heading), translation=_r(P[:3, 3] + shift, 4)))
         return poses[ts]
     def add_sd(ch, k, ts, t, key, ext, sample_k):
         sub = 'samples' if key else 'sweeps'
@@ -216,7 +208,7 @@ def _scene(
                 token=nusc_token(seed, 'sample_annotation', index, i, k), sample_token=sample_toks[k],
                 instance_token=nusc_token(seed, 'instance', index, i), visibility_token=visibility_token(frac),
                 attribute_tokens=[nusc_token('attribute', world.attribute[i])],
-                translation=_r(bx['centre'][i], 3), size=_r(world.wlh[i], 3), rotation=_quat_yaw(bx['yaw'][i]),
+                translation=_r(bx['centre'][i] + shift, 3), size=_r(world.wlh[i], 3), rotation=_quat_yaw(bx['yaw'][i]),
                 prev='', next='', num_lidar_pts=int(n_lidar[i]), num_radar_pts=int(n_radar[i])))
         tick()
     for i, rows in sorted(ann_rows.items()):
@@ -231,7 +223,7 @@ def _scene(
     T['scene'].append(dict(token=scene_tok, log_token=log_tok, nbr_samples=n_keyframes, first_sample_token=sample_toks[0],
                            last_sample_token=sample_toks[-1], name=f"scene-{index:04d}",
                            description=f"{condition_prefix(condition)}synthetic: {lanes}, {'right' if world.right_hand else 'left'}-hand traffic, ego {world.ego_speed:.1f} m/s"))
-    return T, dict(vehicles_50m=vehicles_50m, condition=condition)
+    return T, dict(vehicles_50m=vehicles_50m, condition=condition, map=road_elements(world, offset, map_stretch(world, n_keyframes)))
 
 # %% ../../nbs/synth/40_writers.ipynb #dad4cb5d
 def write_dataset(
@@ -265,13 +257,26 @@ def write_dataset(
     tables['sensor'] = [dict(token=nusc_token('sensor', ch), channel=ch, modality=m)
                         for chs, m in ((CAMERA_CHANNELS, 'camera'), (RADAR_CHANNELS, 'radar'), ((LIDAR,), 'lidar')) for ch in chs]
     vehicles, conditions = [], {}
+    slots, spacing = location_slots(spec.n_scenes), slot_spacing(spec.n_keyframes)
+    n_slots = {loc: sum(1 for l, _ in slots.values() if l == loc) for loc, _ in slots.values()}
+    maps = {}                                           # location -> [(scene index, log token, road elements)]
     bar = tqdm(total=spec.n_scenes * spec.n_keyframes, desc='drivenb-synth keyframes', disable=not progress)
     for i in range(spec.n_scenes):
         t0_us = 1_767_225_600_000_000 + (spec.seed % 10_000) * 86_400_000_000 + i * 3_600_000_000
-        T, st = _scene(out, spec, i, t0_us, lambda: bar.update(1))
+        loc, j = slots[i]
+        T, st = _scene(out, spec, i, t0_us, lambda: bar.update(1), loc, scene_offset(j, n_slots[loc], spacing))
         for k, rows in T.items(): tables[k] += rows
         vehicles += st['vehicles_50m']; conditions[f"scene-{i:04d}"] = st['condition']
+        maps.setdefault(loc, []).append((i, T['log'][0]['token'], st['map']))
     bar.close()
+    (out / 'maps' / 'expansion').mkdir(parents=True, exist_ok=True)
+    for loc, scenes in maps.items():                    # one raster mask and one vector map per location, as nuScenes
+        cols, rows = slot_grid(n_slots[loc]); canvas = (cols * spacing, rows * spacing)
+        tok = nusc_token(spec.seed, 'map', loc); fn = f"maps/{tok}.png"
+        semantic_prior([el for _, _, el in scenes], canvas).save(out / fn, optimize=True)
+        tables['map'].append(dict(token=tok, log_tokens=[lt for _, lt, _ in scenes], category='semantic_prior', filename=fn))
+        J = expansion_json([(f"{spec.seed}/scene-{i:04d}", el) for i, _, el in scenes], canvas, nusc_token)
+        (out / 'maps' / 'expansion' / f'{loc}.json').write_text(json.dumps(J, separators=(',', ':')))
     files = [p for p in out.rglob('*') if p.is_file() and p.parts[len(out.parts)] in ('samples', 'sweeps', 'maps')]
     summary = dict(root=str(out), version=version, seed=spec.seed, scenes=spec.n_scenes, samples=len(tables['sample']),
                    sample_data=len(tables['sample_data']), annotations=len(tables['sample_annotation']),
