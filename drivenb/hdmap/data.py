@@ -19,9 +19,9 @@ from ..nusc import CAMERAS, open_nuscenes, load_keyframe, load_image, split_scen
 from .metrics import MAP_CLASSES
 
 # %% auto #0
-__all__ = ['MAP_LAYERS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'local_geometries', 'vectorize', 'ego_pose_of', 'load_maps',
-           'keyframe_vectors', 'maptr_gt_json', 'build_frames', 'check_cache', 'MapFrames', 'collate_maps', 'main',
-           'draw_vectors']
+__all__ = ['MAP_LAYERS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'MAP_COLORS', 'local_geometries', 'vectorize', 'ego_pose_of',
+           'load_maps', 'keyframe_vectors', 'maptr_gt_json', 'build_frames', 'check_cache', 'MapFrames', 'collate_maps',
+           'main', 'draw_vectors']
 
 # %% ../../nbs/hdmap/20_data.ipynb #8b2d0006
 MAP_LAYERS = dict(divider=('road_divider', 'lane_divider'), ped_crossing=('ped_crossing',), boundary=('road_segment', 'lane'))
@@ -267,6 +267,9 @@ def main(
           + ', '.join(f"{k} {v}" for k, v in m['elements'].items()) + f" elements ({m['closed']} closed), {m['empty_frames']} frames without any, {m['seconds']:.0f} s")
 
 # %% ../../nbs/hdmap/20_data.ipynb #8b2d0014
+MAP_COLORS = dict(divider='tab:orange', ped_crossing='tab:blue', boundary='tab:green')
+"Colour of each map class in every figure of the study."
+
 def draw_vectors(
     ax,                     # a matplotlib axis
     labels,                 # (G,) int class indices
@@ -275,7 +278,7 @@ def draw_vectors(
     style:str='-', alpha:float=1.0,
 ):
     "Draw map elements in BEV: x forward up, y left to the left (plotted as -y), a dot at each element's first point, the patch as limits."
-    cols = dict(divider='tab:orange', ped_crossing='tab:blue', boundary='tab:green')
+    cols = MAP_COLORS
     for l, P in zip(labels, points):
         ax.plot(-P[:, 1], P[:, 0], style, color=cols[classes[int(l)]], alpha=alpha, lw=1.5)
         ax.plot(-P[0, 1], P[0, 0], 'o', color=cols[classes[int(l)]], ms=3, alpha=alpha)
