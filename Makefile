@@ -7,7 +7,7 @@ STAMP := $(VENV)/.drivenb-env
 export PATH := $(BIN):$(PATH)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: env repro repro-radial repro-carla repro-hdmap test lint hooks export readme clean-runs lab bench imports docs outputs
+.PHONY: env repro repro-radial repro-carla repro-hdmap repro-pimae test lint hooks export readme clean-runs lab bench imports docs outputs
 
 $(STAMP): requirements.lock setup.py settings.ini
 	@echo "== creating $(VENV) from requirements.lock (torch CUDA build, runs on CPU too; a few minutes the first time)"
@@ -30,6 +30,9 @@ repro: env
 	@sed -n '/^| rank/,/^$$/p' reports/carla_ablation.md
 	dvc metrics show reports/hdmap/metrics.json
 	@sed -n '/^| rank/,/^$$/p' reports/hdmap_ablation.md
+	dvc metrics show reports/pimae/metrics.json
+	@sed -n '/^| variant/,/^$$/p' reports/pimae_ablation.md
+	@sed -n '/^## Pretraining (PiMAE)/,/^## /p' reports/ablation.md
 
 ## the RADIal radar study alone: synthetic recordings -> EchoFusion layout -> train -> evaluate
 repro-radial: env
@@ -48,6 +51,14 @@ repro-hdmap: env
 	dvc repro hdmap_evaluate hdmap_ablation_report
 	dvc metrics show reports/hdmap/metrics.json runs/hdmap/summary.json
 	@sed -n '/^| rank/,/^$$/p' reports/hdmap_ablation.md
+
+## the pretraining study alone: camera + lidar pairs -> PiMAE pretraining -> reconstruction metrics and the encoder export, its ablation, and the BEV fine-tune vs scratch runs
+repro-pimae: env
+	dvc pull -q data.dvc
+	dvc repro pimae_evaluate pimae_ablation_report ablate_transfer
+	dvc metrics show reports/pimae/metrics.json runs/pimae/summary.json
+	@sed -n '/^| variant/,/^$$/p' reports/pimae_ablation.md
+	@for f in reports/ablation/vit_cam_radar*/seed*/metrics.json; do python -c "import json,sys; m=json.load(open(sys.argv[1])); print(sys.argv[1], 'iou', round(m['iou'], 4))" $$f; done
 
 ## every test: lint (export check, clean notebooks, ruff, import layout), the notebooks (nbdev_test), then tests/ (pytest) incl. the embedded data
 test: env lint

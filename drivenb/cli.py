@@ -7,7 +7,7 @@ from __future__ import annotations
 import os, sys
 
 # %% auto #0
-__all__ = ['parse_sets', 'cli_run']
+__all__ = ['parse_sets', 'cli_run', 'evaluate_main', 'report_main']
 
 # %% ../nbs/05_cli.ipynb #6e4b2b7c
 def parse_sets(
@@ -40,3 +40,32 @@ def cli_run(fn, *args, **kwargs):
         if isinstance(e, OSError) and e.filename and str(e.filename) not in msg: msg = f"{msg}: {e.filename}"
         print(f"{os.path.basename(sys.argv[0])}: error: {msg}", file=sys.stderr, flush=True)
         sys.exit(2)
+
+def evaluate_main(
+    evaluate,             # the study's `evaluate(p, checkpoint) -> dict` (writes its metrics.json)
+    params,               # `--params` file
+    checkpoint,           # `--checkpoint` (None: the study's `evaluate.checkpoint`)
+    sets,                 # `--set` strings
+    study:str|None,       # params study section whose train overrides apply (`load_params(..., study=)`), e.g. 'pimae'
+    line,                 # metrics -> the one line printed
+    out_key:str,          # dotted params key of the output folder, e.g. 'pimae.evaluate.out'
+)->dict:                  # the metrics
+    "The body of a `drivenb-evaluate-<study>` script: params with the overrides, the evaluation, one printed line naming `<out>/metrics.json`; bad input is one line on stderr (`cli_run`)."
+    from pathlib import Path
+    from drivenb.config import load_params
+    p = cli_run(lambda: load_params(params, parse_sets(sets), study=study))
+    m = cli_run(lambda: evaluate(p, checkpoint))
+    out = p
+    for k in out_key.split('.'): out = out[k]
+    print(f"{line(m)} -> {Path(out) / 'metrics.json'}", flush=True)
+    return m
+
+def report_main(
+    ablation_report,      # the study's `ablation_report(params, reports, out) -> summary`
+    ablation_table,       # the study's `ablation_table(summary) -> str` (Markdown)
+    params, reports, out, # the script's arguments, passed on
+)->list:                  # the summary
+    "The body of a `drivenb-<study>-ablation-report` script: write the report, print its table; bad input is one line on stderr (`cli_run`)."
+    summary = cli_run(lambda: ablation_report(params, reports, out))
+    print(ablation_table(summary), end='', flush=True)
+    return summary

@@ -11,14 +11,16 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, StrictInt, StrictFloat, field_validator, model_validator
 
 # %% auto #0
-__all__ = ['BEV_MIN_CELLS', 'Num', 'RADIAL_TRAIN', 'CARLA_TRAIN', 'HDMAP_TRAIN', 'DEFAULTS', 'STUDIES', 'check_grid', 'F',
-           'Section', 'DataParams', 'GridParams', 'ConvertParams', 'ModelParams', 'ParamGroup', 'TrainParams',
-           'EvaluateParams', 'Variant', 'AblationParams', 'ToyParams', 'RadialSynthParams', 'RadialConvertParams',
-           'RadialModelParams', 'check_train_override', 'RadialEvaluateParams', 'RadialVariant', 'RadialAblationParams',
-           'RadialParams', 'CarlaSynthParams', 'CarlaDataParams', 'CarlaModelParams', 'CarlaEvaluateParams',
-           'CarlaVariant', 'CarlaAblationParams', 'CarlaParams', 'HdmapDataParams', 'HdmapGTParams', 'HdmapModelParams',
-           'HdmapLossParams', 'HdmapEvaluateParams', 'HdmapVariant', 'HdmapAblationParams', 'HdmapParams', 'Params',
-           'describe', 'study_train', 'load_params', 'project_root']
+__all__ = ['BEV_MIN_CELLS', 'Num', 'RADIAL_TRAIN', 'CARLA_TRAIN', 'HDMAP_TRAIN', 'PIMAE_TRAIN', 'DEFAULTS', 'STUDIES',
+           'check_grid', 'F', 'Section', 'DataParams', 'GridParams', 'ConvertParams', 'ModelParams', 'ParamGroup',
+           'TrainParams', 'EvaluateParams', 'Variant', 'AblationParams', 'ToyParams', 'RadialSynthParams',
+           'RadialConvertParams', 'RadialModelParams', 'check_train_override', 'RadialEvaluateParams', 'RadialVariant',
+           'RadialAblationParams', 'RadialParams', 'CarlaSynthParams', 'CarlaDataParams', 'CarlaModelParams',
+           'CarlaEvaluateParams', 'CarlaVariant', 'CarlaAblationParams', 'CarlaParams', 'HdmapDataParams',
+           'HdmapGTParams', 'HdmapModelParams', 'HdmapLossParams', 'HdmapEvaluateParams', 'HdmapVariant',
+           'HdmapAblationParams', 'HdmapParams', 'PimaeDataParams', 'PimaeModelParams', 'PimaeEvaluateParams',
+           'PimaeVariant', 'PimaeAblationParams', 'PimaeParams', 'Params', 'describe', 'study_train', 'load_params',
+           'project_root']
 
 # %% ../nbs/01_config.ipynb #9287ef24
 BEV_MIN_CELLS = 9   # forward and lateral cells: the BEV decoder's stride-8 bottleneck needs at least 2 x 2 cells
@@ -140,6 +142,7 @@ class EvaluateParams(Section):
 class Variant(Section):
     encoder:str = F(..., "timm model name")
     sensors:Literal['camera', 'camera+radar', 'camera+lidar', 'camera+metaradar'] = F(..., "sensor set")
+    pretrained:Optional[str] = F(None, "a name in `ablation.pretrained` whose weights file initialises the encoder (e.g. pimae); null: random init")
 
 class AblationParams(Section):
     iters:int = F(25000, "optimizer steps, the same for every variant", ge=1)
@@ -149,7 +152,9 @@ class AblationParams(Section):
     image_height:int = F(448, "encoder input height, pixels (frames resized, intrinsics scaled)", ge=8)
     image_width:int = F(800, "encoder input width, pixels", ge=8)
     nproc:int = F(1, "training processes per variant (CPU: gloo ranks; GPU: one per GPU)", ge=1)
-    variants:dict[str, Variant] = F({}, "name -> {encoder, sensors}")
+    variants:dict[str, Variant] = F({}, "name -> {encoder, sensors, pretrained}")
+    transfer:dict[str, Variant] = F({}, "variants that compare pretrained encoders with their random init at the same budget (dvc stages ablate_transfer@<variant>-<seed>: they also depend on the weights files)")
+    pretrained:dict[str, str] = F({}, "name -> local encoder weights file (a plain timm state dict) that variants name in `pretrained`, e.g. pimae: the pretraining study's export")
 
 class ToyParams(Section):
     seed:int = F(0, "seed of the mixture", ge=0)
@@ -409,6 +414,69 @@ class HdmapParams(Section):
     @classmethod
     def _train(cls, v): return check_train_override(v, 'hdmap.train')
 
+class PimaeDataParams(Section):
+    dataroot:str = F('data/nuscenes-synth', "nuScenes-format root (real nuScenes: the devkit layout, unchanged)")
+    version:str = F('v1.0-synth', "table folder under dataroot")
+    val_scenes:Union[Literal['auto'], list[str]] = F('auto', "'auto' (official split / last 20 % of scenes) or a list of scene names")
+    out:str = F('build/pimae', "the pairs cache drivenb-pimae-data writes (frames/<token>.npz, splits.json, meta.json)")
+    image_hw:list[StrictInt] = F([56, 100], "camera images stored and fed to the ViT, (height, width) pixels; padded to multiples of the patch (the seed: SUN RGB-D at most 530 x 730)", min_length=2, max_length=2)
+    point_range:list[Num] = F([-40.0, -40.0, -3.0, 40.0, 40.0, 5.0], "kept LIDAR_TOP points: (x_min, y_min, z_min, x_max, y_max, z_max) in the keyframe ego frame, metres", min_length=6, max_length=6)
+    n_points:int = F(2048, "points per sample, drawn without replacement from the kept points (the seed: 2048); a keyframe with fewer stops drivenb-pimae-data naming it", ge=1)
+
+class PimaeModelParams(Section):
+    modalities:Literal['joint', 'points', 'image'] = F('joint', "pretrain both branches with the shared encoder (PiMAE), or one (Point-MAE | MAE alone)")
+    mask_mode:Literal['complement', 'uniform', 'random'] = F('complement', "image mask from the projected masked point-group centres: complement (PiMAE hp_overlap_ratio 0: patches under masked groups stay visible), uniform (1: they are masked too) or random (MAE)")
+    mask_ratio:float = F(0.6, "fraction of point groups and of image patches masked (PiMAE mask_ratio)", ge=0, lt=1)
+    n_groups:int = F(128, "point groups (FPS centres; Point-MAE num_group)", ge=1)
+    group_size:int = F(32, "points per group (KNN; Point-MAE group_size)", ge=1)
+    image_encoder:str = F('vit_tiny_patch16_224', "timm ViT whose architecture the image branch takes (random init; image_weights: a local state dict)")
+    image_weights:Optional[str] = F(None, "local plain timm ViT state dict for the image branch; null: random init")
+    patch:int = F(8, "ViT patch size, pixels (the seed: 16; 8 gives stride-8 tokens on small CPU images)", ge=1)
+    image_depth:int = F(2, "image-specific encoder blocks (the seed: 3)", ge=0)
+    point_depth:int = F(2, "point-specific encoder blocks (the seed: 3)", ge=0)
+    joint_depth:int = F(1, "shared joint encoder blocks, the ViT's last blocks (the seed: 3)", ge=1)
+    decoder_dim:int = F(128, "decoder width (the seed: 192)", ge=1)
+    decoder_depth:int = F(1, "joint decoder blocks (the seed: 1)", ge=0)
+    specific_decoder_depth:int = F(1, "image / point decoder blocks after the joint decoder (the seed: 2)", ge=0)
+    norm_pix_loss:bool = F(True, "MAE: regress per-patch normalised pixels")
+    cross_modal:bool = F(True, "PiMAE pc2img.feat: regress image decoder features from decoded masked point features")
+    w_points:float = F(1.0, "weight of the masked-group Chamfer-L2 loss", ge=0)
+    w_image:float = F(1.0, "weight of the masked-patch MSE loss", ge=0)
+    w_cross:float = F(1.0, "weight of the cross-modal feature loss", ge=0)
+
+class PimaeEvaluateParams(Section):
+    checkpoint:str = F('runs/pimae/best.pt', "checkpoint drivenb-evaluate-pimae reads")
+    out:str = F('reports/pimae', "folder of metrics.json and figures/")
+    split:Literal['train', 'val'] = F('val', "split scored")
+    batch_size:int = F(8, "samples per forward pass", ge=1)
+    seed:int = F(0, "seed of the evaluation masks and point draws (the same masks for every checkpoint)", ge=0)
+    figures:int = F(2, "samples drawn as PNGs (masked inputs and reconstructions)", ge=0)
+    export:str = F('build/pimae-transfer/image_encoder.pth', "the pretrained image encoder as a plain timm ViT state dict (the BEV study's `ablation.pretrained.pimae`)")
+
+class PimaeVariant(Section):
+    modalities:Optional[Literal['joint', 'points', 'image']] = F(None, "pimae.model.modalities of the variant; null: the study's")
+    mask_mode:Optional[Literal['complement', 'uniform', 'random']] = F(None, "pimae.model.mask_mode of the variant; null: the study's")
+    mask_ratio:Optional[float] = F(None, "pimae.model.mask_ratio of the variant; null: the study's", ge=0, lt=1)
+
+class PimaeAblationParams(Section):
+    iters:int = F(100, "optimizer steps, the same for every variant", ge=1)
+    batch_size:int = F(8, "global batch", ge=1)
+    seeds:list[StrictInt] = F([0], "seeds: every variant runs once per seed (the report: mean and std over them)", min_length=1)
+    variants:dict[str, PimaeVariant] = F({}, "name -> {modalities, mask_mode, mask_ratio} (nbs/pimae/80_ablate.ipynb)")
+
+PIMAE_TRAIN = dict(iters=200, batch_size=8, grad_acc=1, lr=0.016, lr_scale_base=256, weight_decay=0.05, schedule='cosine', warmup=0.0375,
+                   grad_clip=None, val_every=100, ckpt_every=100, log_every=10, workers=0, out='runs/pimae')
+
+class PimaeParams(Section):
+    data:PimaeDataParams = F(PimaeDataParams(), "nuScenes keyframes -> camera + lidar pairs (drivenb-pimae-data)")
+    model:PimaeModelParams = F(PimaeModelParams(), "Point-MAE + MAE branches, shared joint encoder / decoder, projection-based mask alignment, cross-modal loss")
+    train:dict = F(PIMAE_TRAIN, "overrides of the shared train section for this study (the seed's recipe: AdamW, lr x batch_size x grad_acc / 256, cosine with warm-up): any train key but task")
+    evaluate:PimaeEvaluateParams = F(PimaeEvaluateParams(), "masked-group Chamfer-L2, masked-patch MSE / PSNR, cross-modal error; the image encoder export")
+    ablation:PimaeAblationParams = F(PimaeAblationParams(), "modalities x mask alignment x mask ratio over seeds (dvc stages pimae_ablate@<variant>-<seed>)")
+    @field_validator('train')
+    @classmethod
+    def _train(cls, v): return check_train_override(v, 'pimae.train')
+
 class Params(Section):
     "All sections of `params.yaml`."
     data:DataParams = F(DataParams(), "nuScenes-format input of the BEV study")
@@ -422,6 +490,7 @@ class Params(Section):
     radial:RadialParams = F(RadialParams(), "the RADIal radar study (nbs/radial): synthetic data, conversion, model, its train overrides, evaluation")
     carla:CarlaParams = F(CarlaParams(), "the CARLA driving study (nbs/carla): synthetic routes, frames and splits, MemFuser, its train overrides, evaluation")
     hdmap:HdmapParams = F(HdmapParams(), "the map-element study (nbs/hdmap): GT cache from the map expansion, Q-Former + frozen LLM detector, its train overrides, Chamfer AP")
+    pimae:PimaeParams = F(PimaeParams(), "the pretraining study (nbs/pimae): camera + lidar pairs, PiMAE masked autoencoding, its train overrides, reconstruction metrics, the encoder export")
 
 # %% ../nbs/01_config.ipynb #11178893
 DEFAULTS = Params().model_dump()

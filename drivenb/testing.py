@@ -8,7 +8,8 @@ import copy, tempfile, functools
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['TINY_GRID', 'tiny_raw', 'tiny_frames', 'fixture_keyframe', 'bev_params', 'toy_params']
+__all__ = ['TINY_GRID', 'tiny_raw', 'tiny_frames', 'fixture_keyframe', 'bev_params', 'toy_params', 'tiny_pimae_params',
+           'prepare_tiny_pimae']
 
 # %% ../nbs/20_testing.ipynb #74fa6cb6
 TINY_GRID = {'bounds_x': [-50.0, 50.0], 'bounds_y': [-50.0, 50.0], 'bounds_z': [-4.5, 5.5], 'shape': [32, 2, 32]}
@@ -73,3 +74,31 @@ def toy_params(
     "Params that train the toy task (`drivenb.train`, 512 Gaussian-mixture points, an MLP) in a second or two."
     return {'train': {**dict(task='toy', iters=30, batch_size=16, lr=0.05, val_every=10, log_every=5, ckpt_every=5, workers=0,
                              device='cpu', schedule='cosine', out=str(out)), **train}}
+
+def tiny_pimae_params(
+    root,                     # folder for the dataset (`ds/`), the pairs cache (`pairs/`), the run (`run/`), the evaluation (`eval/`) and the export
+    **sections,               # overrides of pimae sub-sections, e.g. `train={'iters': 8}`, `model={'modalities': 'points'}`
+)->dict:                      # params (a dict for `load_params(..., study='pimae')`): 5 scenes x 2 keyframes, 24 x 40 images, 256 points, a tiny model, CPU
+    "Params that convert, pretrain and evaluate the pimae task in seconds (`prepare_tiny_pimae` writes their data)."
+    root = Path(root)
+    r = {'data': {'dataroot': str(root / 'ds'), 'out': str(root / 'pairs'), 'image_hw': [24, 40], 'n_points': 256},
+         'model': {'n_groups': 16, 'group_size': 8, 'image_depth': 1, 'point_depth': 1, 'joint_depth': 1, 'decoder_dim': 32,
+                   'decoder_depth': 1, 'specific_decoder_depth': 1},
+         'train': {'iters': 4, 'batch_size': 2, 'val_every': 4, 'ckpt_every': 0, 'log_every': 1, 'workers': 0, 'device': 'cpu', 'out': str(root / 'run')},
+         'evaluate': {'batch_size': 2, 'out': str(root / 'eval'), 'checkpoint': str(root / 'run' / 'best.pt'), 'figures': 1,
+                      'export': str(root / 'export' / 'image_encoder.pth')}}
+    for k, v in sections.items(): r.setdefault(k, {}).update(v)
+    return {'pimae': r}
+
+def prepare_tiny_pimae(
+    root,                     # as `tiny_pimae_params`
+)->dict:                      # the complete params (`load_params(tiny_pimae_params(root), study='pimae')`)
+    "Write the tiny dataset (five scenes of two keyframes, the default dense lidar) and its pairs cache under `root`, once."
+    from drivenb.config import load_params
+    from drivenb.synth.writers import generate
+    from drivenb.pimae.data import build_pairs
+    p = load_params(tiny_pimae_params(root), study='pimae')
+    if not (Path(p['pimae']['data']['dataroot']) / 'v1.0-synth').is_dir():
+        generate(p['pimae']['data']['dataroot'], n_scenes=5, n_keyframes=2, width=64, height=36, progress=False)
+    if not (Path(p['pimae']['data']['out']) / 'meta.json').is_file(): build_pairs(p, quiet=True)
+    return p

@@ -23,4 +23,4 @@ def test_devkit_loads_embedded_dataset():
         vehicles += sum('vehicle' in nusc.get('sample_annotation', a)['category_name'] for a in s['anns'])
     assert np.mean(radar_pts) > 5 and vehicles > 10 * len(nusc.sample[::10])
     size = sum(f.stat().st_size for f in ROOT.rglob('*') if f.is_file())
-    assert size < 20e6, size
+    assert size < 21e6, size   # issue 2: about 20 MB; issue 14 added lidar dense enough for 2048-point samples (20.5 MB)

@@ -94,7 +94,7 @@ def test_reparameterisation_keeps_outputs(name):
     assert any('lkb_reparam' in k for k in m.state_dict())
     for a, b in zip(after, before): torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * b.abs().max().item())
 
-@pytest.mark.parametrize('name', ['camencode_replk'])        # CamEncode + RepLK blocks: both kinds of encoder code in one run (~25 s)
+@pytest.mark.parametrize('name', ['camencode_replk', 'vit_tiny_p8_d3'])   # CamEncode + RepLK blocks: both kinds of encoder code in one run (~25 s); the ViT pyramid (~5 s)
 def test_train_end_to_end(tmp_path, frames, name):
     "Two steps of `drivenb.train.train` on the tiny frames with the encoder chosen in params."
     from drivenb.train import train
@@ -104,3 +104,57 @@ def test_train_end_to_end(tmp_path, frames, name):
     ck = torch.load(tmp_path / 'run' / 'best.pt', map_location='cpu', weights_only=False)
     assert any(k.startswith('encoder.backbone.') for k in ck['model'])
     assert json.loads((tmp_path / 'run' / 'summary.json').read_text())['steps'] == 2
+
+# ViT encoders with a simple feature pyramid (ViTPyramid)
+def plain_vit(**kw):
+    "A plain timm ViT as users and the PiMAE study save it (no class token, no head)."
+    return timm.create_model('vit_tiny_patch16_224', **{**dict(patch_size=8, depth=3, img_size=(56, 104), class_token=False,
+                                                               global_pool='', num_classes=0, dynamic_img_pad=True), **kw})
+
+def test_vit_pyramid_levels():
+    "Strides 8 and 16 found by the meta-device probe; level sizes equal resnet18's for the same input; ImageEncoder gives stride 8."
+    from drivenb.bev.model import ImageEncoder
+    lv = encoder_levels('vit_tiny_p8_d3')
+    assert lv['reductions'] == [8, 16] and lv['indices'] == (0, 1) and lv['channels'] == (192, 192)
+    assert encoder_levels('vit_tiny_p16_sfp')['modules'] == ['up8', 'vit.blocks']
+    x = torch.rand(2, 3, 56, 100)
+    with torch.no_grad():
+        want = [f.shape[-2:] for f in timm.create_model('resnet18', features_only=True, out_indices=(2, 3))(x)]
+        assert want == [(7, 13), (4, 7)]
+        for name in ('vit_tiny_p8_d3', 'vit_tiny_p16_sfp'):
+            assert [f.shape[-2:] for f in timm.create_model(name, features_only=True).eval()(x)] == want, name
+        enc = ImageEncoder('vit_tiny_p8_d3', latent_dim=16, neck_channels=32).eval()
+        assert enc(x).shape == (2, 16, 7, 13)
+
+def test_vit_pyramid_loads_plain_vit_weights(tmp_path):
+    "A plain timm ViT state dict loads strictly through `ImageEncoder(weights=...)`; a wrong depth or patch size is refused, naming the keys."
+    from drivenb.bev.model import ImageEncoder
+    src = plain_vit(); torch.save(src.state_dict(), tmp_path / 'vit.pth')
+    enc = ImageEncoder('vit_tiny_p8_d3', latent_dim=16, neck_channels=32, weights=str(tmp_path / 'vit.pth'))
+    got, want = enc.backbone.vit.state_dict(), src.state_dict()
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
+    torch.save(plain_vit(depth=2).state_dict(), tmp_path / 'd2.pth')
+    with pytest.raises(ValueError, match=r"depth=3.*missing keys \[.vit\.blocks\.2\."):
+        ImageEncoder('vit_tiny_p8_d3', weights=str(tmp_path / 'd2.pth'))
+    torch.save(plain_vit(depth=4).state_dict(), tmp_path / 'd4.pth')
+    with pytest.raises(ValueError, match=r"unexpected keys \['vit\.blocks\.3\."):
+        ImageEncoder('vit_tiny_p8_d3', weights=str(tmp_path / 'd4.pth'))
+    torch.save(plain_vit(patch_size=16, img_size=(64, 112)).state_dict(), tmp_path / 'p16.pth')
+    with pytest.raises(ValueError, match=r"shape mismatches .*'vit\.patch_embed\.proj\.weight \(192, 3, 16, 16\) \(model: \(192, 3, 8, 8\)\)'"):
+        ImageEncoder('vit_tiny_p8_d3', weights=str(tmp_path / 'p16.pth'))
+    # a whole ViTPyramid state dict (`vit.` keys, the patch-16 deconv) loads too
+    m = timm.create_model('vit_tiny_p16_sfp', depth=2); torch.save(m.state_dict(), tmp_path / 'sfp.pth')
+    m2 = timm.create_model('vit_tiny_p16_sfp', depth=2, pretrained=True, pretrained_cfg_overlay=dict(file=str(tmp_path / 'sfp.pth')))
+    assert torch.equal(m2.up8.weight, m.up8.weight) and torch.equal(m2.vit.pos_embed, m.vit.pos_embed)
+
+def test_vit_pyramid_segnet_trains():
+    "The Segnet of params with `model.encoder: vit_tiny_p8_d3` runs forward and backward on a tiny input; the loss reaches every encoder parameter."
+    p = load_params({}, {'model': {'encoder': 'vit_tiny_p8_d3', 'latent_dim': 8, 'neck_channels': 16}})
+    torch.manual_seed(0)
+    net = build_model(p, tiny_grid()).train()
+    B, S = 1, 2
+    out = net(torch.rand(B, S, 3, 48, 80), torch.tensor([[40., 0, 40], [0, 40, 24], [0, 0, 1]]).expand(B, S, 3, 3),
+              torch.eye(4).expand(B, S, 4, 4), torch.zeros(B, 1, 32, 32) if net.use_radar else None)
+    assert out['seg'].shape == (B, 1, 32, 32)
+    out['seg'].mean().backward()
+    assert [n for n, q in net.encoder.named_parameters() if q.grad is None] == []

@@ -6,6 +6,7 @@
 from __future__ import annotations
 import json, os, re, shutil, subprocess, sys, time
 from pathlib import Path
+from typing import Sequence
 import numpy as np
 import yaml
 import matplotlib.pyplot as plt
@@ -14,9 +15,10 @@ from ..io import atomic_write, atomic_write_json
 from ..ablation import read_runs, summarize as _summarize, compare, ranks, mean_pm_std as _pm, inherit, check_variant_name, write_report
 
 # %% auto #0
-__all__ = ['SENSORS', 'INHERITED', 'BUDGET', 'sensors_of', 'variant_params', 'run_training', 'run_variant', 'ablation_rows',
-           'summarize', 'ablation_table', 'condition_table', 'comparisons', 'comparison_lines', 'plot_ablation',
-           'radar_verdict', 'take_off_note', 'ablation_report', 'main']
+__all__ = ['SENSORS', 'INHERITED', 'BUDGET', 'MAKERS', 'PRETRAINED_LABELS', 'sensors_of', 'find_variant', 'pretrained_weights',
+           'variant_params', 'run_training', 'run_variant', 'ablation_rows', 'summarize', 'ablation_table',
+           'condition_table', 'comparisons', 'pretraining_comparisons', 'pretraining_section', 'comparison_lines',
+           'plot_ablation', 'radar_verdict', 'take_off_note', 'ablation_report', 'main']
 
 # %% ../../nbs/bev/80_ablate.ipynb #2b0e28e1
 _OFF = dict(use_radar=False, use_metaradar=False, use_lidar=False)
@@ -41,27 +43,58 @@ INHERITED = ('data.frames', 'grid', 'model.latent_dim', 'model.neck_channels', '
 BUDGET = ('iters', 'batch_size', 'lr', 'image_height', 'image_width', 'nproc')
 "Keys of the `ablation` section every variant shares (a fair comparison)."
 
+MAKERS = {'pimae': 'dvc repro pimae_evaluate'}
+"The command that writes each known `ablation.pretrained` weights file (named when the file is missing)."
+
+def find_variant(
+    ablation:dict,              # the params `ablation` section
+    variant:str,                # a variant's name
+    required:bool=True,         # False: None for a name in neither section (a by-hand variant with its encoder and sensors given)
+)->dict|None:                   # the variant's {encoder, sensors, pretrained}
+    "The variant's spec from `ablation.variants` or `ablation.transfer`; raises `ValueError` for a name in both, `KeyError` listing both sections' names for an unknown one (when `required`)."
+    where = [k for k in ('variants', 'transfer') if variant in (ablation.get(k) or {})]
+    if len(where) > 1: raise ValueError(f"ablation variant {variant!r} is in both ablation.variants and ablation.transfer: a name must be in one (it names folders and stages)")
+    if where: return ablation[where[0]][variant]
+    if required: raise KeyError(f"ablation variant {variant!r} is not in params ablation.variants ({sorted(ablation.get('variants') or {})}) "
+                                f"nor ablation.transfer ({sorted(ablation.get('transfer') or {})}); name one, or give encoder and sensors")
+    return None
+
+def pretrained_weights(
+    ablation:dict,              # the params `ablation` section (`pretrained`: name -> weights file)
+    name:str|None,              # a name in `ablation.pretrained`; None: random init
+    variant:str='',             # the variant, named in errors
+)->str|None:                    # the weights file (relative to the project root), None for None
+    "The weights file of a pretrained name; raises `KeyError` naming the name and the known ones, `FileNotFoundError` naming the missing file and the command that makes it (`MAKERS`)."
+    if name is None: return None
+    known = ablation.get('pretrained') or {}
+    if name not in known: raise KeyError(f"ablation variant {variant!r}: pretrained {name!r} is not in params ablation.pretrained (known: {sorted(known)})")
+    f = known[name]
+    if not Path(f).is_file():
+        make = MAKERS.get(name, f"the study that writes ablation.pretrained.{name}")
+        raise FileNotFoundError(f"ablation variant {variant!r}: pretrained {name!r} weights file {f} not found (from {Path.cwd()}): make it with `{make}`")
+    return f
+
 def variant_params(
     params='params.yaml',       # the study's params file or dict: `ablation` (the variant, the budget) and the `INHERITED` keys come from it
-    variant:str='resnet18_cam', # the variant's name in `ablation.variants`: letters, digits, '_', '-', '.' (it names folders)
+    variant:str='resnet18_cam', # the variant's name in `ablation.variants` or `ablation.transfer`: letters, digits, '_', '-', '.' (it names folders)
     encoder:str|None=None,      # timm encoder; None: the variant's in params (give it to try a variant params does not name)
     sensors:str|None=None,      # a `SENSORS` name: 'camera', 'camera+radar', 'camera+lidar', 'camera+metaradar'; None: the variant's in params
     runs:str='runs/ablation',   # checkpoints go to `<runs>/<variant>/seed<seed>`
     reports:str='reports/ablation',  # metrics and figures go to `<reports>/<variant>/seed<seed>`
     seed:int|None=None,         # `train.seed` of this run; None: the first of `ablation.seeds`
+    pretrained:str|None=None,   # a name in `ablation.pretrained` whose weights file initialises the encoder; None: the variant's `pretrained` in params (if any)
     **budget,                   # overrides of the `ablation` budget: iters, batch_size, lr, image_height, image_width, nproc
-)->dict:                        # complete params of the variant (as `load_params` returns)
-    "Complete params of one ablation variant, from the study's params and the variant's name; raises `ValueError`/`KeyError` naming a bad variant name, an unknown variant, a bad sensor set or budget before anything runs."
+)->dict:                        # complete params of the variant (as `load_params` returns); `ablation.pretrained` holds {name: file} of the weights used, if any
+    "Complete params of one ablation variant (from `ablation.variants` or `ablation.transfer`), from the study's params and the variant's name; raises `ValueError`/`KeyError` naming a bad variant name, a name in both sections, an unknown variant or pretrained name, a bad sensor set or budget, and `FileNotFoundError` naming a missing pretrained weights file and the command that makes it, before anything runs."
     check_variant_name(variant, 'ablation')
     if sensors is not None and sensors not in SENSORS: raise ValueError(f"ablation variant {variant!r}: sensors must be one of {list(SENSORS)}, got {sensors!r}")
     bad = set(budget) - set(BUDGET)
     if bad: raise KeyError(f"ablation variant {variant!r}: unknown budget keys {sorted(bad)}; known: {list(BUDGET)}")
     base = load_params(params)
     a = {**base['ablation'], **budget}
-    spec = base['ablation']['variants'].get(variant, {})
-    if (encoder or spec.get('encoder')) is None or (sensors or spec.get('sensors')) is None:
-        raise KeyError(f"ablation variant {variant!r} is not in params ablation.variants ({sorted(base['ablation']['variants'])}); name one, or give encoder and sensors")
+    spec = find_variant(base['ablation'], variant, required=encoder is None or sensors is None) or {}
     encoder, sensors = encoder or spec['encoder'], sensors or spec['sensors']
+    weights = pretrained_weights(base['ablation'], pretrained or spec.get('pretrained'), variant)
     for k in BUDGET:
         v = a[k]
         if k != 'lr' and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
@@ -70,8 +103,10 @@ def variant_params(
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0: raise ValueError(f"ablation variant {variant!r}: seed must be a whole number >= 0, got {seed!r}")
     over = inherit(base, INHERITED)
     run, rep = f"{runs}/{variant}/seed{seed}", f"{reports}/{variant}/seed{seed}"
+    name = pretrained or spec.get('pretrained')
     return load_params(over, {
-        'model': {'encoder': encoder, **SENSORS[sensors], 'image_size': [a['image_height'], a['image_width']]},
+        'model': {'encoder': encoder, **SENSORS[sensors], 'image_size': [a['image_height'], a['image_width']], **({'weights': weights} if name else {})},
+        'ablation': {'pretrained': {name: weights} if name else {}},
         'train': {'iters': a['iters'], 'batch_size': a['batch_size'], 'lr': float(a['lr']), 'seed': seed, 'nproc_per_node': a['nproc'],
                   'val_every': min(a['iters'], base['train']['val_every']), 'out': run},
         'evaluate': {'checkpoint': f"{run}/best.pt", 'out': rep, 'figures': 2}})
@@ -104,7 +139,7 @@ def run_variant(
     p:dict,              # complete params of the variant (`variant_params`)
     echo:bool=True,      # print the training log
 )->dict:                 # the variant's row: names, parameter count, IoUs, train time (also `<evaluate.out>/metrics.json`)
-    "Train and evaluate one variant; writes `<train.out>/params.yaml` and `<evaluate.out>/metrics.json` atomically."
+    "Train and evaluate one variant; writes `<train.out>/params.yaml` and `<evaluate.out>/metrics.json` atomically. The row's `pretrained` is the `ablation.pretrained` name whose file is `model.weights` ('none' otherwise)."
     from drivenb.bev.evaluate import evaluate
     run, rep = Path(p['train']['out']), Path(p['evaluate']['out'])
     pf = run / 'params.yaml'
@@ -113,7 +148,8 @@ def run_variant(
     s = run_training(pf, p['train']['nproc_per_node'], echo)
     m = evaluate(p, progress=False)
     sensors = sensors_of(p['model'])
-    row = dict(variant=run.parent.name, encoder=p['model']['encoder'], sensors=sensors, params_count=s['params_count'],
+    pretrained = next((n for n, f in (p.get('ablation') or {}).get('pretrained', {}).items() if f == p['model']['weights']), 'none')
+    row = dict(variant=run.parent.name, encoder=p['model']['encoder'], sensors=sensors, pretrained=pretrained, params_count=s['params_count'],
                **{k: v for k, v in m.items() if k.startswith('iou')},
                iters=s['steps'], batch_size=p['train']['batch_size'], image_size=p['model']['image_size'],
                seed=p['train']['seed'], nproc=p['train']['nproc_per_node'], device=s['device'],
@@ -124,13 +160,16 @@ def run_variant(
 
 # %% ../../nbs/bev/80_ablate.ipynb #ef0e5ea5
 def ablation_rows(
-    params='params.yaml',          # study params (`ablation.variants` names the variants, in order; `ablation.seeds` the seeds)
+    params='params.yaml',          # study params (`ablation.variants` then `ablation.transfer` name the variants, in order; `ablation.seeds` the seeds)
     reports='reports/ablation',    # folder with `<variant>/seed<k>/metrics.json`
-)->list:                           # one dict per (variant, seed) (`run_variant`'s row)
-    "Rows of every run of the ablation; raises `FileNotFoundError` naming a variant and seed that has not run."
+)->list:                           # one dict per (variant, seed) (`run_variant`'s row; 'pretrained' is 'none' in rows written before it existed)
+    "Rows of every run of the ablation, `ablation.variants` then `ablation.transfer`; raises `ValueError` when both are empty, `FileNotFoundError` naming a variant, seed and DVC stage that has not run."
     p = load_params(params)
-    if not p['ablation']['variants']: raise ValueError("params ablation.variants is empty: name at least one variant (encoder, sensors)")
-    return read_runs(reports, list(p['ablation']['variants']), list(p['ablation']['seeds']), stage='ablate')
+    a = p['ablation']
+    if not a['variants'] and not a['transfer']: raise ValueError("params ablation.variants and ablation.transfer are empty: name at least one variant (encoder, sensors)")
+    rows = [r for sec, stage in [('variants', 'ablate'), ('transfer', 'ablate_transfer')] if a[sec]
+            for r in read_runs(reports, list(a[sec]), list(a['seeds']), stage=stage)]
+    return [{**r, 'pretrained': r.get('pretrained') or 'none'} for r in rows]
 
 def _iou_keys(row:dict)->list: return [k for k, v in row.items() if k.startswith('iou') and isinstance(v, (int, float))]
 
@@ -138,9 +177,9 @@ def summarize(
     rows:list,                     # `ablation_rows`
 )->list:                           # one dict per variant, in first-seen order: names, `n` seeds, `<iou key>` mean and `<iou key>_std`
     "Mean and sample standard deviation over seeds of every IoU of each variant (NaN values are skipped): `drivenb.ablation.summarize` with the IoU keys."
-    out = _summarize(rows, _iou_keys, carry=('encoder', 'sensors', 'params_count', 'iters', 'batch_size', 'image_size', 'device', 'val_frames', 'frames_by_condition'),
+    out = _summarize(rows, _iou_keys, carry=('encoder', 'sensors', 'pretrained', 'params_count', 'iters', 'batch_size', 'image_size', 'device', 'val_frames', 'frames_by_condition'),
                      means=('train_s',))
-    for v in out: v['frames_by_condition'] = v['frames_by_condition'] or {}
+    for v in out: v['frames_by_condition'], v['pretrained'] = v['frames_by_condition'] or {}, v['pretrained'] or 'none'
     return out
 
 
@@ -153,14 +192,15 @@ def _conditions(row:dict)->list:
 
 def ablation_table(
     summary:list,                  # `summarize`
-)->str:                            # a Markdown table, one row per variant, by rank then mean IoU
-    "Markdown table: rank (resolved differences only), variant, encoder, sensors, parameters, val IoU and IoU by band (mean ± std over seeds), seeds, train time."
+    transfer:Sequence[str]=(),     # names of the transfer variants (`ablation.transfer`): listed after the others
+)->str:                            # a Markdown table, one row per variant, by rank then mean IoU (the transfer variants after the others)
+    "Markdown table: rank over all variants (resolved differences only), variant, encoder, sensors, pretrained weights, parameters, val IoU and IoU by band (mean ± std over seeds), seeds, train time."
     bands, rk = _bands(summary[0]), ranks(summary, 'iou')
-    order = sorted(summary, key=lambda v: (rk[v['variant']], -v['iou']))
-    head = ['rank', 'variant', 'encoder', 'sensors', 'params (M)', 'val IoU'] + [b.replace('iou_', 'IoU ').replace('_', '-') for b in bands] + ['seeds', 'train (s)']
+    order = sorted(summary, key=lambda v: (v['variant'] in transfer, rk[v['variant']], -v['iou']))
+    head = ['rank', 'variant', 'encoder', 'sensors', 'pretrained', 'params (M)', 'val IoU'] + [b.replace('iou_', 'IoU ').replace('_', '-') for b in bands] + ['seeds', 'train (s)']
     lines = ['| ' + ' | '.join(head) + ' |', '|' + '|'.join(['---'] * len(head)) + '|']
     for v in order:
-        cells = [rk[v['variant']], v['variant'], v['encoder'], v['sensors'], f"{v['params_count'] / 1e6:.2f}", _pm(v, 'iou')] + \
+        cells = [rk[v['variant']], v['variant'], v['encoder'], v['sensors'], v.get('pretrained') or 'none', f"{v['params_count'] / 1e6:.2f}", _pm(v, 'iou')] + \
                 [_pm(v, b) for b in bands] + [v['n'], f"{v['train_s']:.0f}"]
         lines.append('| ' + ' | '.join(map(str, cells)) + ' |')
     return '\n'.join(lines) + '\n'
@@ -185,20 +225,59 @@ def comparisons(
     summary:list,                  # `summarize`
     far:str='iou_35_50m',
 )->list:                           # `compare` dicts
-    "Sensors: each non-camera variant vs the camera-only variant with its encoder (overall, far band, each condition, each condition far). Encoders: each variant vs the first variant with the same sensors and another encoder (overall, far band, each condition)."
+    "Sensors: each non-camera variant vs the camera-only variant with its encoder (overall, far band, each condition, each condition far). Encoders: each variant vs the first variant with the same sensors and another encoder (overall, far band, each condition). Both only between variants with the same `pretrained` (`pretraining_comparisons` compares those)."
     out = []
     conds = _conditions(summary[0])
+    pre = lambda v: v.get('pretrained') or 'none'
     for a in summary:
         if a['sensors'] != 'camera':
             for b in summary:
-                if b['sensors'] == 'camera' and b['encoder'] == a['encoder']:
+                if b['sensors'] == 'camera' and b['encoder'] == a['encoder'] and pre(b) == pre(a):
                     for k in ['iou', far] + [f'iou_{c}' for c in conds] + [f"iou_{c}_{far[4:]}" for c in conds]:
                         if k in a and k in b: out.append(compare(a, b, k))
-        ref = next((b for b in summary if b['sensors'] == a['sensors'] and b['encoder'] != a['encoder']), None)
+        ref = next((b for b in summary if b['sensors'] == a['sensors'] and b['encoder'] != a['encoder'] and pre(b) == pre(a)), None)
         if ref is not None and summary.index(ref) < summary.index(a):   # the same sensors' first variant is the reference
             for k in ['iou', far] + [f'iou_{c}' for c in conds]:
                 if k in a and k in ref: out.append(compare(a, ref, k))
     return out
+
+PRETRAINED_LABELS = {'pimae': 'PiMAE'}
+"How the report names each `ablation.pretrained` weights (its section heading)."
+
+def pretraining_comparisons(
+    summary:list,                  # `summarize` (with `pretrained`)
+    far:str='iou_35_50m',
+)->list:                           # (pretrained variant, its random-init twin or None, `compare` dicts on overall, far band, each condition)
+    "Each variant with pretrained weights vs the variant that differs only in `pretrained` (same encoder and sensors, 'none'; the last such, so a transfer baseline wins over an earlier variant); twin None when there is none."
+    out, conds = [], _conditions(summary[0])
+    for a in summary:
+        if (a.get('pretrained') or 'none') == 'none': continue
+        b = next((b for b in reversed(summary) if (b.get('pretrained') or 'none') == 'none' and b['encoder'] == a['encoder'] and b['sensors'] == a['sensors']), None)
+        out.append((a, b, [] if b is None else [compare(a, b, k) for k in ['iou', far] + [f'iou_{c}' for c in conds] if k in a and k in b]))
+    return out
+
+def pretraining_section(
+    summary:list,                  # `summarize`
+    far:str='iou_35_50m',
+)->str:                            # Markdown: '## Pretraining (<name>) vs random init', a verdict and one line per comparison; '' without pretrained variants
+    "Does fine-tuning from the pretrained encoder beat the same encoder from random init at the same budget, beyond the seed spread? Mean ± std over seeds of both, each comparison resolved or unresolved, said either way."
+    pcs = pretraining_comparisons(summary, far)
+    if not pcs: return ''
+    names = ', '.join(dict.fromkeys(PRETRAINED_LABELS.get(a['pretrained'], a['pretrained']) for a, _, _ in pcs))
+    md = [f"## Pretraining ({names}) vs random init\n"]
+    for a, b, comps in pcs:
+        lab = PRETRAINED_LABELS.get(a['pretrained'], a['pretrained'])
+        if b is None:
+            md.append(f"**{a['variant']}** ({a['encoder']}, {a['sensors']}, from {lab}) has no random-init twin (same encoder and sensors, no `pretrained`): "
+                      f"add one to `ablation.transfer` to measure what pretraining brings.\n"); continue
+        c = comps[0]
+        verdict = (("beats random init beyond the seed spread (resolved)" if c['delta'] > 0 else "is worse than random init beyond the seed spread (resolved)")
+                   if c['resolved'] else "is not resolved from random init at this budget (the difference is within the seed spread)")
+        md.append(f"**{a['variant']} vs {b['variant']}** ({a['encoder']}, {a['sensors']}, the same budget: {a['iters']} steps x batch {a['batch_size']}, "
+                  f"{a['n']} vs {b['n']} seeds). Fine-tuning from {lab} {verdict}: val IoU {_pm(a, 'iou')} vs {_pm(b, 'iou')} from random init, "
+                  f"difference {c['delta']:+.3f}, seed spread {c['spread']:.3f}.\n")
+        md.append(comparison_lines(comps))
+    return '\n'.join(md)
 
 def comparison_lines(
     comps:list,                    # `comparisons`
@@ -212,7 +291,7 @@ def comparison_lines(
 def plot_ablation(
     summary:list,                  # `summarize`
 ):                                 # a matplotlib figure
-    "Two panels: val IoU (all and per band) per variant, mean with a seed-spread bar and each seed's dot; IoU per scene condition."
+    "Two panels: val IoU (all and per band) per variant (in `summary` order: the transfer variants last, labelled with their pretrained weights), mean with a seed-spread bar and each seed's dot; IoU per scene condition."
     bands, conds = _bands(summary[0]), _conditions(summary[0])
     fig, axs = plt.subplots(1, 2 if conds else 1, figsize=(max(7, 1.2 * len(summary) + 2) * (2 if conds else 1), 3.8), squeeze=False)
     x = np.arange(len(summary))
@@ -225,7 +304,8 @@ def plot_ablation(
             ax.bar(xs, [v.get(k, np.nan) for v in summary], w, yerr=[v.get(k + '_std', 0) for v in summary], capsize=2, label=labels[j],
                    color='k' if (k == 'iou') else colors[j], alpha=0.85)
             for xi, v in zip(xs, summary): ax.plot([xi] * len(v.get(k + '_runs', [])), v.get(k + '_runs', []), '.', color='tab:red', ms=3)
-        ax.set_xticks(x, [f"{v['variant']}\n{v['sensors']}" for v in summary], fontsize=7, rotation=20)
+        ax.set_xticks(x, [f"{v['variant']}\n{v['sensors']}" + ('' if (v.get('pretrained') or 'none') == 'none' else f"\nfrom {v['pretrained']}") for v in summary],
+                      fontsize=7, rotation=20)
         ax.set_ylabel('val vehicle IoU'); ax.legend(fontsize=7, ncol=len(keys), loc='upper left'); ax.grid(axis='y', alpha=0.3)
         top = max([np.nanmax([v.get(k, 0) + v.get(k + '_std', 0) for v in summary]) for k in keys] + [0.05])
         ax.set_ylim(0, top * 1.25)
@@ -240,12 +320,12 @@ def radar_verdict(
     summary:list,                  # `summarize`
     far:str='iou_35_50m',
 )->str:                            # Markdown paragraph
-    "Does camera+radar beat camera-only (same encoder) beyond the seed spread overall, at night, in fog and at 35-50 m, as the paper reports? Says so with figures either way."
+    "Does camera+radar beat camera-only (same encoder and pretrained weights) beyond the seed spread overall, at night, in fog and at 35-50 m, as the paper reports? Says so with figures either way."
     out = []
     for a in summary:
         if a['sensors'] != 'camera+radar': continue
         for b in summary:
-            if b['sensors'] != 'camera' or b['encoder'] != a['encoder']: continue
+            if b['sensors'] != 'camera' or b['encoder'] != a['encoder'] or b.get('pretrained') != a.get('pretrained'): continue
             res = []
             for k, lab in [('iou', 'overall'), ('iou_night', 'at night'), ('iou_fog', 'in fog'), (far, f"at {far[4:].replace('_', '-')}")]:
                 if k not in a or k not in b: res.append(f"{lab}: not evaluated"); continue
@@ -272,7 +352,7 @@ def ablation_report(
     reports='reports/ablation',    # folder with `<variant>/seed<k>/metrics.json`
     out='reports',                 # where ablation.md / .png / .json / .csv go
 )->list:                           # the `summarize` entries
-    "Write `<out>/ablation.md`, `.png`, `.json` and `.csv` from every run's metrics; raises like `ablation_rows`."
+    "Write `<out>/ablation.md`, `.png`, `.json` and `.csv` from every run's metrics (the `ablation.variants`, then the `ablation.transfer` ones with the pretraining comparison); raises like `ablation_rows`."
     p = load_params(params)
     summary = summarize(ablation_rows(p, reports))
     out = Path(out)
@@ -282,13 +362,15 @@ def ablation_report(
     src = Path(meta.get('params', {}).get('dataroot', p['data']['dataroot']))
     if src.is_absolute() and src.resolve().is_relative_to(Path.cwd().resolve()): src = src.resolve().relative_to(Path.cwd().resolve())   # no machine's path in the report
     devices = sorted({v['device'] for v in summary})
+    pretrained_from = ', '.join(f'`{n}` from {f}' for n, f in p['ablation']['pretrained'].items() if any(v['pretrained'] == n for v in summary))
     v0 = summary[0]
-    md = ["# Ablation: encoders and sensors, over seeds\n",
+    transfer = list(p['ablation']['transfer'])
+    md = ["# Ablation: encoders, sensors and pretraining, over seeds\n",
           f"Val vehicle IoU of each variant (Simple-BEV, arXiv 2206.07959), mean ± sample std over seeds {p['ablation']['seeds']}, "
           f"written by `drivenb-ablation-report` from `{reports}/<variant>/seed<k>/metrics.json`; each run's executed notebook is "
           f"`{reports}/<variant>/seed<k>/bev_variant.ipynb`. **Rank** counts only resolved differences: two variants are ranked apart when "
           f"their means differ by more than the sum of their standard deviations (at least two seeds each); variants within that share a rank.\n",
-          ablation_table(summary),
+          ablation_table(summary, transfer),
           "![IoU per variant](ablation.png)\n",
           "## By scene condition\n",
           (condition_table(summary) or "No scene conditions were evaluated (the frames' scene table was not found).\n"),
@@ -296,20 +378,22 @@ def ablation_report(
           take_off_note(summary),
           "## Which differences are resolved\n",
           comparison_lines(comparisons(summary)),
+          pretraining_section(summary),
           f"**Budget.** Every number above comes from the small embedded budget: data `{src}` ({p['data']['version']}), "
           f"{v0['iters']} steps x batch {v0['batch_size']} ({v0['iters'] * v0['batch_size']} frames seen) per run on {', '.join(devices)}, "
           f"images {'x'.join(map(str, v0['image_size']))}, grid {'x'.join(map(str, g['shape']))} over "
-          f"{g['bounds_x'][1] - g['bounds_x'][0]:.0f} x {g['bounds_y'][1] - g['bounds_y'][0]:.0f} m, random init (no pretrained weights), "
+          f"{g['bounds_x'][1] - g['bounds_x'][0]:.0f} x {g['bounds_y'][1] - g['bounds_y'][0]:.0f} m, "
+          f"random init except the encoders the `pretrained` column names ({pretrained_from or 'none here'}), "
           f"seeds {p['ablation']['seeds']}, {v0['val_frames']} val frames. "
           f"It ranks variants on synthetic data within minutes on a CPU; it does not reproduce the paper's numbers. "
-          f"From random weights and a few hundred frames it ranks how fast each encoder starts to learn, not what it can reach. "
+          f"From random (or briefly pretrained) weights and a few hundred frames it ranks how fast each encoder starts to learn, not what it can reach. "
           f"The same params give the same numbers on the same machine; another CPU type (AVX2 vs AVX-512) gives different ones "
           f"(docs/ablation.md), which is why only differences beyond the seed spread are ranked.\n",
           "**The paper's runs.** `params-paper.yaml` holds the paper's settings, its `ablation` section included (real nuScenes, "
           "448x800 images, 200x8x200 grid, 8 x 5 = 40 frames per step, 25k steps, bf16, 8 GPUs per variant, 3 seeds; ImageNet weights via "
           "`model.weights`): copy it over `params.yaml`, point `data.dataroot` at nuScenes and run `dvc repro ablation_report` "
           "on a GPU machine (docs/ablation.md).\n"]
-    cols = ['variant', 'encoder', 'sensors', 'iou', 'iou_std', *_bands(v0), *[f'iou_{c}' for c in _conditions(v0)], 'n', 'params_count', 'train_s']
+    cols = ['variant', 'encoder', 'sensors', 'pretrained', 'iou', 'iou_std', *_bands(v0), *[f'iou_{c}' for c in _conditions(v0)], 'n', 'params_count', 'train_s']
     write_report(out, 'ablation', md, plot_ablation(summary), summary,
                  lambda v: [k for k in _iou_keys(v) if not k.endswith('_runs')] + ['n', 'params_count', 'train_s'], cols)
     return summary

@@ -5,6 +5,7 @@
 # %% ../../nbs/bev/52_encoders.ipynb #82ea1948
 from __future__ import annotations
 import importlib
+import math
 import inspect
 import sys
 import warnings
@@ -14,15 +15,17 @@ import torch.nn as nn
 import torch.nn.functional as F
 import timm
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import DropPath
+from timm.layers import DropPath, resample_abs_pos_embed
 from timm.models import build_model_with_cfg, register_model
 from timm.models._features import feature_take_indices
 from timm.models._pretrained import PretrainedCfg, DefaultCfg
 from timm.models import _registry
+from timm.models.vision_transformer import VisionTransformer
 
 # %% auto #0
-__all__ = ['LevelEncoder', 'register_encoder', 'import_encoder_modules', 'Up', 'conv_bn', 'fuse_bn', 'ReparamLargeKernelConv',
-           'RepLKBlock', 'ConvFFN', 'RepLKStage', 'reparameterize', 'RepLKNet', 'CamEncode']
+__all__ = ['VIT_MEAN', 'VIT_STD', 'LevelEncoder', 'register_encoder', 'import_encoder_modules', 'Up', 'conv_bn', 'fuse_bn',
+           'ReparamLargeKernelConv', 'RepLKBlock', 'ConvFFN', 'RepLKStage', 'reparameterize', 'RepLKNet', 'CamEncode',
+           'ViTPyramid']
 
 # %% ../../nbs/bev/52_encoders.ipynb #ddbf69ea
 class LevelEncoder(nn.Module):
@@ -85,6 +88,7 @@ def register_encoder(
     model_cls:type,           # nn.Module class with `feature_info`, `forward_intermediates`, `prune_intermediate_layers` (e.g. a `LevelEncoder`)
     mean:tuple=IMAGENET_DEFAULT_MEAN,  # RGB input mean its weights expect (images in [0, 1]); `encoder_normalisation` reads it
     std:tuple=IMAGENET_DEFAULT_STD,    # RGB input std
+    pretrained_filter_fn=None, # timm's `fn(state_dict, model) -> state_dict`, applied to a weights file before the strict load; None: `model_cls.filter_state_dict` if the class has one
     **defaults,               # constructor arguments of this variant; `timm.create_model(name, **kw)` overrides them
 ):                            # the entrypoint `fn(pretrained=False, **kwargs) -> model`, registered in timm as `name`
     "Register `model_cls(**defaults)` in timm's model registry as `name`, with `features_only` support (`FeatureGetterNet`). Raises ValueError for a bad or colliding name, TypeError for a class without timm's feature API."
@@ -100,14 +104,16 @@ def register_encoder(
         raise ValueError(f"encoder name {name!r} is already a timm model ({old.__module__}): pick another name")
     params = inspect.signature(model_cls.__init__).parameters
     takes_kwargs = any(p.kind == p.VAR_KEYWORD for p in params.values())
+    filter_fn = pretrained_filter_fn or getattr(model_cls, 'filter_state_dict', None)
     dropped = [] if takes_kwargs else [k for k in ('num_classes', 'global_pool', 'in_chans') if k not in params]
 
     def entrypoint(pretrained:bool=False, **kwargs):
         kw = {**defaults, **kwargs}
+        filt = kw.pop('pretrained_filter_fn', filter_fn)   # applied to `pretrained_cfg_overlay=dict(file=...)` before the strict load
         if 'num_classes' in dropped and kw.get('num_classes'):
             raise ValueError(f"encoder {name!r} ({model_cls.__name__}) has no classifier: num_classes must be 0, got {kw['num_classes']}")
         return build_model_with_cfg(model_cls, name, pretrained, feature_cfg=dict(feature_cls='getter', out_indices=None),  # features_only: all levels
-                                    kwargs_filter=dropped or None, **kw)
+                                    kwargs_filter=dropped or None, pretrained_filter_fn=filt, **kw)
 
     entrypoint.__name__ = entrypoint.__qualname__ = name
     entrypoint.__module__ = model_cls.__module__ if model_cls.__module__ in sys.modules else __name__
@@ -346,3 +352,89 @@ class CamEncode(LevelEncoder):
 
 register_encoder('camencode_effb0', CamEncode, trunk='efficientnet_b0')
 register_encoder('camencode_replk', CamEncode, trunk='efficientnet_b0', replk_depth=1, replk_kernel=27)
+
+# %% ../../nbs/bev/52_encoders.ipynb #a1c0e7b2
+def _short(keys:list, n:int=6)->str:
+    "At most `n` keys, then how many more."
+    keys = list(keys)
+    return str(keys[:n])[:-1] + (f", ... ({len(keys) - n} more)]" if len(keys) > n else ']')
+
+class ViTPyramid(LevelEncoder):
+    "A plain timm VisionTransformer (no class token) with ViTDet's simple feature pyramid: levels at strides 8 and 16 from its one token map (patch 8: the map, then 2x2 max-pool; patch 16: a 2x2 stride-2 deconv, then the map)."
+    def __init__(self,
+                 vit:str='vit_tiny_patch16_224',  # timm VisionTransformer name: width, heads, MLP ratio (random init; weights come with the whole encoder's file)
+                 patch_size:int=8,                # token stride, pixels: 8 (the token map is the stride-8 level) or 16 (the stride-16 level)
+                 depth:int=3,                     # transformer blocks
+                 img_size:tuple=(56, 104),        # (H, W) the ViT is built at: `pos_embed` holds ceil(H/p) x ceil(W/p) entries (other input sizes resample it, bicubic)
+                 num_classes:int=0, in_chans:int=3,
+                 global_pool=None,                # ignored (timm passes it to every model; the head pools the stride-16 level)
+                 **kw):                           # more `VisionTransformer` arguments (drop_path_rate, qkv_bias, ...)
+        super().__init__()
+        if patch_size not in (8, 16): raise ValueError(f"ViTPyramid patch_size must be 8 or 16 (the token map is the stride-8 or stride-16 level), got {patch_size}")
+        self.vit = timm.create_model(vit, pretrained=False, num_classes=0, global_pool='', class_token=False, reg_tokens=0,
+                                     patch_size=patch_size, depth=depth, img_size=tuple(img_size), in_chans=in_chans,
+                                     dynamic_img_pad=True, dynamic_img_size=True, **kw)
+        if not isinstance(self.vit, VisionTransformer):
+            raise ValueError(f"ViTPyramid vit must name a timm VisionTransformer (e.g. 'vit_tiny_patch16_224'), got {vit!r} ({type(self.vit).__name__})")
+        self.vit_name, self.patch_size, self.depth, self.img_size = vit, patch_size, depth, tuple(img_size)
+        c = self.vit.embed_dim
+        if patch_size == 8:
+            self.pool16 = nn.MaxPool2d(2, 2, ceil_mode=True)            # ViTDet scale 1/2 (stride 8 -> 16)
+            self.feature_info = [dict(num_chs=c, reduction=8, module='vit.norm'), dict(num_chs=c, reduction=16, module='pool16')]   # the token map is vit.norm's output: a stride-8 recompute (ImageEncoder) then redoes only the norm, not every block
+        else:
+            self.up8 = nn.ConvTranspose2d(c, c, 2, stride=2)             # ViTDet scale 2 (stride 16 -> 8)
+            self.feature_info = [dict(num_chs=c, reduction=8, module='up8'), dict(num_chs=c, reduction=16, module='vit.blocks')]
+        self.init_head(num_classes)
+
+    def tokens(self, x:torch.Tensor)->torch.Tensor:   # (N, in_chans, H, W) -> (N, C, ceil(H/p), ceil(W/p))
+        "The ViT's normalised output tokens as a map (timm `forward_features` without prefix tokens); the input is zero-padded bottom/right to multiples of p."
+        v, (n, _, h, w) = self.vit, x.shape
+        gh, gw = -(-h // self.patch_size), -(-w // self.patch_size)
+        t = v.patch_embed(x)                                            # N,gh,gw,C (padded, NHWC)
+        t = v.norm_pre(v.patch_drop(v._pos_embed(t)))                   # N,gh*gw,C (pos_embed resampled if the grid differs)
+        t = v.norm(v.blocks(t))                                         # N,gh*gw,C
+        return t.transpose(1, 2).reshape(n, -1, gh, gw)                 # N,gh*gw,C -> N,C,gh,gw
+
+    def forward_levels(self, x, last):   # (N, 3, H, W) -> [(N, C, ceil(H/8), ceil(W/8)), (N, C, ceil(H/16), ceil(W/16))][:last + 1]
+        m = self.tokens(x)
+        if self.patch_size == 8:
+            return [m, self.pool16(m)][:last + 1]                      # max-pool 2x2 with ceil: ceil(ceil(H/8)/2) = ceil(H/16)
+        h8, w8 = -(-x.shape[-2] // 8), -(-x.shape[-1] // 8)
+        x8 = self.up8(m)[..., :h8, :w8] if self.up8 is not None else None   # N,C,2gh,2gw -> N,C,ceil(H/8),ceil(W/8)
+        return [x8, m][:last + 1]
+
+    def prune_levels(self, last, keep):
+        if self.patch_size == 8 and last == 0: self.pool16 = None
+        if self.patch_size == 16 and 0 not in keep: self.up8 = None     # its output is never taken: no parameters without gradients
+
+    @staticmethod
+    def filter_state_dict(
+        state_dict:dict,            # a plain timm ViT's state dict (`patch_embed.proj.weight`, `pos_embed`, `blocks.0...`, `norm.weight`), or a ViTPyramid's (`vit.` keys)
+        model:ViTPyramid,           # the model it loads into (timm passes it)
+    )->dict:                        # the state dict with `vit.` keys and the pyramid's own parameters, exactly the model's keys
+        "timm `pretrained_filter_fn`: prefix plain ViT keys with `vit.`, drop a classifier (`head.*`) and a class token (with its `pos_embed` entry), resample `pos_embed` to the model's grid (bicubic, timm `resample_abs_pos_embed`), take the pyramid's parameters missing from the file from `model`'s current init. Raises ValueError naming missing/unexpected keys and shape mismatches."
+        own = model.state_dict()
+        out = {k if (k.startswith('vit.') or k in own) else 'vit.' + k: v for k, v in state_dict.items()}
+        out = {k: v for k, v in out.items() if not k.startswith(('vit.head.', 'head.'))}       # a classifier: the encoder has none
+        n_prefix = 0
+        for k in ('vit.cls_token', 'vit.reg_token'):
+            if k in out and k not in own: n_prefix += out.pop(k).shape[1]
+        pe, pe_own = out.get('vit.pos_embed'), own['vit.pos_embed']
+        if pe is not None and pe.ndim == 3 and pe.shape[-1] == pe_own.shape[-1] and pe.shape[1] != pe_own.shape[1]:
+            pe, n = pe[:, n_prefix:], pe.shape[1] - n_prefix
+            side = math.isqrt(n)
+            if side * side == n:                                        # a square grid (timm's own ViTs): resample to the model's grid
+                out['vit.pos_embed'] = resample_abs_pos_embed(pe, new_size=model.vit.patch_embed.grid_size, old_size=(side, side), num_prefix_tokens=0)
+        for k, v in own.items():
+            if not k.startswith('vit.') and k not in out: out[k] = v    # the pyramid's own parameters (the patch-16 deconv): as initialised
+        missing, unexpected = [k for k in own if k not in out], [k for k in out if k not in own]
+        bad = [f'{k} {tuple(v.shape)} (model: {tuple(own[k].shape)})' for k, v in out.items() if k in own and v.shape != own[k].shape]
+        if missing or unexpected or bad:
+            raise ValueError(f"ViT weights do not fit ViTPyramid({model.vit_name!r}, patch_size={model.patch_size}, depth={model.depth}, "
+                             f"img_size={model.img_size}): missing keys {_short(missing)}, unexpected keys {_short(unexpected)}, "
+                             f"shape mismatches {_short(bad)}")
+        return out
+
+VIT_MEAN = VIT_STD = (0.5, 0.5, 0.5)   # timm's ViT-Tiny input normalisation (resolve_data_config), which drivenb.pimae pretrains with
+register_encoder('vit_tiny_p8_d3', ViTPyramid, mean=VIT_MEAN, std=VIT_STD, vit='vit_tiny_patch16_224', patch_size=8, depth=3, img_size=(56, 104))
+register_encoder('vit_tiny_p16_sfp', ViTPyramid, mean=VIT_MEAN, std=VIT_STD, vit='vit_tiny_patch16_224', patch_size=16, depth=12, img_size=(224, 400))

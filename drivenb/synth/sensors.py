@@ -86,7 +86,7 @@ def radar_scan(
     return out, src
 
 # %% ../../nbs/synth/30_sensors.ipynb #b99fba85
-LIDAR_RINGS = (10, 16, 19, 22)   # default HDL-32E ring indices: -17.3, -9.3, -5.3, -1.3 deg elevation
+LIDAR_RINGS = tuple(range(4, 22))   # default HDL-32E ring indices: -25.3 to -2.7 deg elevation (rings 22-31 see the sky over flat ground)
 
 def lidar_scan(
     world:World,

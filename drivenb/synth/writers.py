@@ -91,7 +91,7 @@ class SynthSpec:
     radar_sweeps:int=1        # radar sweeps between consecutive keyframes, in [0, 10]
     jpeg_quality:int=75       # JPEG quality of the camera images, in [1, 95]
     max_jpeg_bytes:int=4096   # images larger than this many bytes are re-encoded at lower quality (0 = no limit); see `encode_jpeg`
-    lidar_azimuths:int=50     # lidar rays per ring over 360 deg, in [1, 4000] (rings: `LIDAR_RINGS`); 4 x 50 x 20 B fits one 4 KiB block
+    lidar_azimuths:int=120    # lidar rays per ring over 360 deg, in [1, 4000] (rings: `LIDAR_RINGS`, 18): 2 160 returns, 43 KB a sweep
     ann_range:float=60.0      # annotate agents whose centre is within this many metres of the ego along ego x and y, > 0
     version:str='v1.0-synth'  # table folder name, the devkit's `version` (starts with 'v', no '/')
     conditions:tuple=('day', 'night', 'rain', 'fog')  # scene i gets conditions[i % len]; names as `synth.world.CONDITIONS` (a 'day,night' string is accepted)
